@@ -1,0 +1,33 @@
+# gradlab's front door. `make figures` and `make test` do all set-up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SCALE  ?= default
+# torch's CPU build lies on disk on the project machines; a torch you already
+# have in $(VENV) is kept (pyproject asks only for torch>=2.2).
+TORCH  ?= torch==2.13.0
+
+export MPLBACKEND := Agg
+
+.PHONY: setup test figures bench lint clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+figures: $(STAMP)
+	$(PY) -m gradlab figures --scale $(SCALE)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check gradlab tests benchmarks
