@@ -288,9 +288,9 @@ def jvp_from_cache(p: CellParams, cache: dict[str, Tensor], v: Tensor) -> Tensor
 def gate_values(p: CellParams, cache: dict[str, Tensor]) -> dict[str, Tensor]:
     """Gate activations by name (LSTM: input, forget, cell, output; GRU: reset, update, new)."""
     if p.kind == "lstm":
-        return dict(zip(GATE_NAMES["lstm"], (cache["i"], cache["f"], cache["g"], cache["o"])))
+        return dict(zip(GATE_NAMES["lstm"], (cache["i"], cache["f"], cache["g"], cache["o"]), strict=True))
     if p.kind == "gru":
-        return dict(zip(GATE_NAMES["gru"], (cache["r"], cache["z"], cache["n"])))
+        return dict(zip(GATE_NAMES["gru"], (cache["r"], cache["z"], cache["n"]), strict=True))
     return {}
 
 

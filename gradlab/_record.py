@@ -95,11 +95,11 @@ class Recording:
             if v.ndim == 1:
                 bidx = np.full(T, -1)
                 vals = v
-            else:
+            else:  # per-sample rows, then the batch mean (batch_index -1)
                 B = v.shape[0]
-                bidx = np.repeat(np.arange(B), T)
-                steps = np.tile(steps, B)
-                vals = v.reshape(-1)
+                bidx = np.concatenate([np.repeat(np.arange(B), T), np.full(T, -1)])
+                steps = np.tile(steps, B + 1)
+                vals = np.concatenate([v.reshape(-1), v.mean(0)])
             n = len(vals)
             parts.append(pd.DataFrame({
                 "module": np.full(n, e.module, dtype=object),
@@ -120,11 +120,18 @@ class Recording:
             kind="stable",
         ).reset_index(drop=True)
 
-    def jacobians(self, module: str, layer: int = 0, direction: int = 0, call: int = 0) -> Tensor:
-        """Full Jacobians ∂s_t/∂s_{t-1}, shape (B, T, S, S), steps in sequence order.
+    def jacobians(self, module: str | None = None, layer: int = 0, direction: int = 0,
+                  call: int = 0) -> Tensor:
+        """Full Jacobians ∂s_t/∂s_{t-1}, shape (B, T, S, S), steps in sequence order
+        (for the reverse direction, step t's Jacobian is ∂s_t/∂s_{t+1}).
 
-        Only with ``record(..., jacobians="full")``.
+        Only with ``record(..., jacobians="full")``. ``module`` may be omitted when the model
+        holds a single recurrent module.
         """
+        if module is None:
+            if len(self.modules) != 1:
+                raise ValueError(f"jacobians: name the module, one of {self.modules}")
+            module = self.modules[0]
         key = (module, call, layer, direction)
         if key not in self.jacobians_full:
             raise KeyError(
@@ -428,7 +435,6 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
 def _finish_grads(rec, opts, name, call, layer, ps, saved, box, ge):
     layer_in, out, h0, c0 = saved
     B, T = out.shape[:2]
-    D = len(ps)
     H = ps[0].hidden_size
     kind = ps[0].kind
     g_out = box.get("out")
