@@ -1,0 +1,48 @@
+"""gradlab.plot: tidy pandas DataFrame in, matplotlib Axes or Figure out. Never imports torch.
+
+Every function checks its table (a missing column or an empty table is a ValueError that names
+the function, the missing column(s) and the required ones), draws with fixed colours per cell
+kind (tanh RNN, ReLU RNN, LSTM, GRU; see ``CELL_COLORS``), and returns what it drew on:
+functions with ``ax=None`` return the Axes, those with ``fig=None`` the Figure. ``save`` writes
+PNG and SVG byte-for-byte deterministically.
+
+=========================  ====================================================================
+function                   required columns
+=========================  ====================================================================
+decay_curves               cell, lag, value (log10 grad norm) [seed, init, quantity]
+flow_heatmaps              cell, t, k, value (log10 ‖∂h_t/∂h_k‖) [quantity, seed]
+decay_heatmap              <row>, <col>, value [seed, quantity]
+gain_phase_diagram         measured and theory: gain, input_std, quantity, value [seed]
+singular_value_spectra     init, cell, k, index, value [seed]
+bptt_by_lag                cell, param, lag, value [seed, quantity]
+training_curves            task, cell, seq_len, clip, iteration, quantity, value [seed]
+training_grad_heatmap      iteration, step, value (+ the filter columns) [quantity]
+gate_saturation            cell, init, gate, step, quantity, value [seed]
+=========================  ====================================================================
+"""
+
+from ._save import save
+from ._style import CELL_COLORS, CELL_LABELS, CELL_ORDER
+from .bptt import bptt_by_lag
+from .decay import decay_curves, decay_heatmap
+from .flow import flow_heatmaps
+from .gates import gate_saturation
+from .phase import gain_phase_diagram
+from .spectra import singular_value_spectra
+from .training import training_curves, training_grad_heatmap
+
+__all__ = [
+    "CELL_COLORS",
+    "CELL_LABELS",
+    "CELL_ORDER",
+    "bptt_by_lag",
+    "decay_curves",
+    "decay_heatmap",
+    "flow_heatmaps",
+    "gain_phase_diagram",
+    "gate_saturation",
+    "save",
+    "singular_value_spectra",
+    "training_curves",
+    "training_grad_heatmap",
+]

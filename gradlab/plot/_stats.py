@@ -1,0 +1,92 @@
+"""Small, deterministic summaries for plotting: mean and band over seeds, least-squares slope."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+BANDS = ("ci", "minmax", None)
+
+# Two-sided 95% Student-t quantiles t_{0.975, dof} for dof = 1..30; normal beyond.
+_T975 = np.array([
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+])  # fmt: skip
+
+
+def t975(dof: np.ndarray) -> np.ndarray:
+    dof = np.asarray(dof, dtype=int)
+    out = np.full(dof.shape, 1.96)
+    small = (dof >= 1) & (dof <= len(_T975))
+    out[small] = _T975[dof[small] - 1]
+    return out
+
+
+def check_band(band: str | None, func: str) -> None:
+    if band not in BANDS:
+        raise ValueError(f"{func}: band must be 'ci', 'minmax' or None, got {band!r}")
+
+
+def summarise(
+    df: pd.DataFrame,
+    keys: Sequence[str],
+    value: str = "value",
+    band: str | None = "ci",
+    log: bool = False,
+) -> pd.DataFrame:
+    """One row per ``keys``: ``mean``, ``lo``, ``hi``, ``n`` over the remaining rows (seeds).
+
+    ``band="ci"``: mean ± t_{0.975, n-1} · sd/√n (95% CI of the mean, Student t);
+    ``band="minmax"``: min and max; None or n = 1: lo = hi = mean.
+    ``log=True`` summarises log10(value) and maps back (geometric mean; band in log space);
+    non-positive values are dropped then.
+    """
+    keys = list(keys)
+    d = df[[*keys, value]].copy()
+    v = d[value].astype(float)
+    if log:
+        d = d[v > 0]
+        v = np.log10(d[value].astype(float))
+    d = d.assign(_v=v)
+    d = d[np.isfinite(d["_v"])]
+    g = d.groupby(keys, sort=True, observed=True)["_v"]
+    out = g.agg(mean="mean", sd="std", n="count", vmin="min", vmax="max").reset_index()
+    n = out["n"].to_numpy()
+    if band == "minmax":
+        lo, hi = out["vmin"].to_numpy(), out["vmax"].to_numpy()
+    elif band == "ci":
+        sd = np.nan_to_num(out["sd"].to_numpy())
+        half = t975(np.maximum(n - 1, 1)) * sd / np.sqrt(n)
+        half[n < 2] = 0.0
+        lo, hi = out["mean"].to_numpy() - half, out["mean"].to_numpy() + half
+    else:
+        lo = hi = out["mean"].to_numpy()
+    out["lo"], out["hi"] = lo, hi
+    if log:
+        for c in ("mean", "lo", "hi"):
+            out[c] = 10.0 ** out[c]
+    return out[[*keys, "mean", "lo", "hi", "n"]]
+
+
+def slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares line y ≈ a + b x over finite points; returns (b, a). NaN with < 2 x values."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if np.unique(x).size < 2:
+        return float("nan"), float("nan")
+    xm, ym = x.mean(), y.mean()
+    b = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+    return b, float(ym - b * xm)
+
+
+def edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; end cells as wide as their neighbour)."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
