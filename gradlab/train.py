@@ -1,0 +1,313 @@
+"""Training loop: a stock recurrent network with a linear read-out, trained by BPTT.
+
+``train`` returns one tidy long table (one row per observation) of the training run:
+
+    iteration  quantity            step  layer direction  value
+    i          "loss"              <NA>  <NA>  <NA>       training loss of batch i
+    i          "grad_norm_total"   <NA>  <NA>  <NA>       ||grad of all parameters||_2, before clipping
+    i          "grad_norm_clipped" <NA>  <NA>  <NA>       the same after clipping (only when clipping)
+    e          "eval_loss"         <NA>  <NA>  <NA>       loss on the fixed evaluation batches
+    e          "baseline"          <NA>  <NA>  <NA>       the task's no-memory baseline loss
+    e          "accuracy"          <NA>  <NA>  <NA>       eval accuracy (copy, digits)
+    j          "grad_norm"         t     l     d          batch-mean ||dL/dh_t|| (gradlab._record)
+    j          "grad_norm_c"       t     l     d          the same for the LSTM cell state c_t
+
+Row values at iteration i are measured with the parameters theta_i, before the i-th update;
+the last evaluation is at iteration ``steps`` (after the last update). Gradient clipping follows
+Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neural networks".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from gradlab.init import apply_init
+from gradlab.tasks import Task, make_task
+
+__all__ = ["CELLS", "SequenceModel", "train"]
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+_OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+_COLUMNS = ["iteration", "quantity", "step", "layer", "direction", "value"]
+
+
+class SequenceModel(nn.Module):
+    """A stock ``nn.RNN/LSTM/GRU`` (batch_first) followed by a linear head.
+
+    h_t = cell(x_t, h_{t-1}) for t = 0..T-1, then ``readout="last"``: y = W h_{T-1} + b, (B, O);
+    ``readout="all"``: y_t = W h_t + b for every t, (B, T, O). ``self.rnn`` is the stock module
+    (the one ``gradlab._record`` hooks), ``self.head`` the ``nn.Linear``.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        readout: str = "last",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; available: {', '.join(CELLS)}")
+        if readout not in ("last", "all"):
+            raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
+        for n, v in [("input_size", input_size), ("hidden_size", hidden_size),
+                     ("output_size", output_size), ("num_layers", num_layers)]:  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SequenceModel: {n} must be a positive integer, got {v!r}")
+        kw = dict(num_layers=num_layers, batch_first=True, device=device, dtype=dtype)
+        if cell.startswith("rnn_"):
+            self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kw)
+        elif cell == "lstm":
+            self.rnn = nn.LSTM(input_size, hidden_size, **kw)
+        else:
+            self.rnn = nn.GRU(input_size, hidden_size, **kw)
+        self.head = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
+        self.cell, self.readout = cell, readout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)  # (B, T, H), top layer
+        if self.readout == "last":
+            return self.head(out[:, -1])  # (B, O)
+        return self.head(out)  # (B, T, O)
+
+
+def _seeds(seed: int) -> tuple[int, int, int]:
+    """Independent seeds for (parameters, training data, evaluation data)."""
+    a, b, c = (
+        int(s.generate_state(1, np.uint64)[0] >> 1) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    return a, b, c
+
+
+@torch.no_grad()
+def _init_head(head: nn.Linear, g: torch.Generator) -> None:
+    """nn.Linear's default distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from ``g``."""
+    bound = 1.0 / math.sqrt(head.in_features)
+    for p in (head.weight, head.bias):
+        v = torch.empty(p.shape, dtype=torch.float64).uniform_(-bound, bound, generator=g)
+        p.copy_(v.to(device=p.device, dtype=p.dtype))
+
+
+def _clip_gradients(
+    params: list[nn.Parameter], clip_norm: float | None, clip_value: float | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Clip in place, by value then by total norm; return (norm before, norm after or None).
+
+    Norms are 0-d tensors on the parameters' device (no host sync).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    before = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if clip_norm is None and clip_value is None:
+        return before, None
+    if clip_value is not None:
+        torch.nn.utils.clip_grad_value_(params, clip_value)
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return before, after
+
+
+def _positive(name: str, v: Any, *, integer: bool = False, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+    if not ok or not math.isfinite(v) or v <= 0:
+        kind = "positive integer" if integer else "positive number"
+        raise ValueError(
+            f"train: {name} must be a {kind}{' or None' if optional else ''}, got {v!r}"
+        )
+
+
+def train(
+    cell: str,
+    task: str | Task,
+    *,
+    seq_len: int | None = None,
+    hidden_size: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "adam",
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    init: str = "default",
+    init_params: Mapping[str, Any] | None = None,
+    seed: int,
+    device: torch.device | str = "cpu",
+    num_layers: int = 1,
+    track_every: int | None = None,
+    eval_every: int | None = None,
+    eval_batches: int = 4,
+    task_params: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train ``SequenceModel(cell, ...)`` on ``task`` by BPTT; return the tidy training record.
+
+    Args:
+        cell: "rnn_tanh", "rnn_relu", "lstm" or "gru".
+        task: a name for ``gradlab.tasks.make_task`` (then ``seq_len`` is required) or a task.
+        seq_len: the task's length parameter.
+        hidden_size, num_layers: of the recurrent network.
+        steps: number of parameter updates.
+        batch_size, lr: per update.
+        optimizer: "adam", "rmsprop" or "sgd" (torch.optim defaults besides ``lr``).
+        clip_norm: rescale the gradient to total norm <= clip_norm (Pascanu et al. 2013).
+        clip_value: clamp every gradient entry to [-clip_value, clip_value]; applied before
+            ``clip_norm`` when both are given.
+        init, init_params: scheme and parameters for ``gradlab.init.apply_init`` on the
+            recurrent weights; the head gets nn.Linear's default distribution.
+        seed: everything random (weights, training batches, evaluation batches) derives from it.
+            On CPU two runs with the same arguments give identical tables; on CUDA, cuDNN's RNN
+            kernels may differ in the last bits between runs.
+        device: where the model and batches live.
+        track_every: every this many iterations (from 0), record the per-step gradient norms
+            ||dL/dh_t|| of that iteration's backward pass with ``gradlab._record``; None: never.
+        eval_every: evaluate every this many iterations (from 0) and after the last update;
+            default ``max(1, steps // 10)``.
+        eval_batches: number of fixed evaluation batches of ``batch_size`` (drawn once, from the
+            "test" split for data sets).
+        task_params: extra keywords for ``make_task``.
+
+    Returns:
+        DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
+        1 reverse), value (see the module docstring); step, layer and direction are nullable
+        integers, <NA> where they do not apply.
+    """
+    _positive("steps", steps, integer=True)
+    _positive("batch_size", batch_size, integer=True)
+    _positive("lr", lr)
+    _positive("clip_norm", clip_norm, optional=True)
+    _positive("clip_value", clip_value, optional=True)
+    _positive("track_every", track_every, integer=True, optional=True)
+    _positive("eval_every", eval_every, integer=True, optional=True)
+    _positive("eval_batches", eval_batches, integer=True)
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(_OPTIMIZERS)}")
+    device = torch.device(device)
+    seed_params, seed_data, seed_eval = _seeds(seed)
+
+    if isinstance(task, str):
+        if seq_len is None:
+            raise ValueError(f"train: task {task!r} given by name needs seq_len")
+        task = make_task(task, seq_len, seed=seed_data, device=device, **(task_params or {}))
+    elif task_params:
+        raise ValueError("train: task_params only apply when the task is given by name")
+    elif task.device != device:
+        raise ValueError(
+            f"train: the task puts batches on {task.device} but device={device}; "
+            "build the task with the same device or pass device=task.device"
+        )
+
+    model = SequenceModel(
+        cell,
+        task.input_size,
+        hidden_size,
+        task.output_size,
+        num_layers,
+        task.readout,
+        device=device,
+    )
+    g_params = torch.Generator().manual_seed(seed_params)
+    apply_init(model.rnn, init, generator=g_params, **(init_params or {}))
+    _init_head(model.head, g_params)
+    params = list(model.parameters())
+    opt = _OPTIMIZERS[optimizer](params, lr=lr)
+
+    g_data = torch.Generator().manual_seed(seed_data)
+    g_eval = torch.Generator().manual_seed(seed_eval)
+    eval_set = [task.sample(batch_size, g_eval, split="test") for _ in range(eval_batches)]
+    eval_every = eval_every or max(1, steps // 10)
+
+    scalars: list[tuple[int, str, torch.Tensor]] = []  # device tensors, one host sync at the end
+    tracked: list[pd.DataFrame] = []
+
+    def evaluate(i: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            losses, accs = [], []
+            for x, y in eval_set:
+                pred = model(x)
+                losses.append(task.loss(pred, y))
+                acc = task.accuracy(pred, y)
+                if acc is not None:
+                    accs.append(acc)
+        model.train()
+        scalars.append((i, "eval_loss", torch.stack(losses).mean()))
+        scalars.append((i, "baseline", torch.tensor(float(task.baseline), dtype=torch.float64)))
+        if accs:
+            scalars.append((i, "accuracy", torch.stack(accs).mean()))
+
+    model.train()
+    for i in range(steps):
+        if i % eval_every == 0:
+            evaluate(i)
+        x, y = task.sample(batch_size, g_data)  # (B, T, I), target
+        opt.zero_grad(set_to_none=True)
+        if track_every is not None and i % track_every == 0:
+            loss, frame = _tracked_step(model, task, x, y)
+            tracked.append(_tracking_rows(frame, i))
+        else:
+            loss = task.loss(model(x), y)
+            loss.backward()
+        before, after = _clip_gradients(params, clip_norm, clip_value)
+        opt.step()
+        scalars.append((i, "loss", loss.detach()))
+        scalars.append((i, "grad_norm_total", before))
+        if after is not None:
+            scalars.append((i, "grad_norm_clipped", after))
+    evaluate(steps)
+
+    values = torch.stack([v.to(device=device, dtype=torch.float64) for _, _, v in scalars]).cpu()
+    table = pd.DataFrame(
+        {
+            "iteration": [i for i, _, _ in scalars],
+            "quantity": [q for _, q, _ in scalars],
+            "step": pd.array([pd.NA] * len(scalars), dtype="Int64"),
+            "layer": pd.array([pd.NA] * len(scalars), dtype="Int64"),
+            "direction": pd.array([pd.NA] * len(scalars), dtype="Int64"),
+            "value": values.numpy(),
+        }
+    )
+    out = pd.concat([table, *tracked], ignore_index=True) if tracked else table
+    out = out.sort_values("iteration", kind="stable")
+    return out.reset_index(drop=True)[_COLUMNS]
+
+
+def _tracked_step(
+    model: SequenceModel, task: Task, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Forward and backward under ``gradlab._record.record``; return (loss, its frame)."""
+    from gradlab import _record
+
+    with _record.record(model, quantities=("grad_norm",)) as rec:
+        loss = task.loss(model(x), y)
+        loss.backward()
+    return loss, rec.frame()
+
+
+def _tracking_rows(frame: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    """Keep the per-step gradient norms of a ``record`` frame, in ``train``'s columns."""
+    keep = frame["quantity"].isin(["grad_norm", "grad_norm_c"]) & (frame["batch_index"] == -1)
+    rows = frame[keep]
+    return pd.DataFrame(
+        {
+            "iteration": iteration,
+            "quantity": rows["quantity"].to_numpy(),
+            "step": pd.array(rows["step"].to_numpy(), dtype="Int64"),
+            "layer": pd.array(rows["layer"].to_numpy(), dtype="Int64"),
+            "direction": pd.array(rows["direction"].to_numpy(), dtype="Int64"),
+            "value": rows["value"].to_numpy(dtype=np.float64),
+        }
+    )
