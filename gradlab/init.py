@@ -414,7 +414,8 @@ INITS: dict[str, InitScheme] = {
             _irnn,
             {"scale": 1.0, "input_std": 1e-3},
             "Le, Jaitly & Hinton (2015), ReLU RNN: W_hh = scale * I, biases 0, "
-            "input weights ~ N(0, input_std^2) (paper: 0.001). Plain RNN only.",
+            "input weights ~ N(0, input_std^2) (paper: 0.001; also for layers > 0, which then "
+            "see a weak input). Plain RNN only.",
             lambda p: _check_real("scale")(p) or _positive("input_std", allow_zero=True)(p),
         ),
         InitScheme(
@@ -510,24 +511,26 @@ def apply_init(
             and its allowed parameters), a scheme that does not fit the cell (e.g. chrono on a
             plain RNN), or a module with no recurrent parameters.
     """
+    where = f"apply_init({type(module).__name__}, {name!r})"
     if name not in INITS:
-        raise ValueError(f"unknown init {name!r}; available: {', '.join(available_inits())}")
+        raise ValueError(f"{where}: unknown init; available: {', '.join(available_inits())}")
     scheme = INITS[name]
     unknown = sorted(set(params) - set(scheme.params))
     if unknown:
         allowed = ", ".join(scheme.params) or "none"
         raise ValueError(
-            f"init {name!r} got unknown parameter(s) {unknown}; allowed parameters: {allowed}"
+            f"{where}: unknown parameter(s) {unknown} for init {name!r}; "
+            f"allowed parameters: {allowed}"
         )
     resolved = {**scheme.params, **params}
     missing = [k for k, v in resolved.items() if v is _REQUIRED]
     if missing:
         raise ValueError(
-            f"init {name!r} needs parameter(s) {missing}, e.g. apply_init(m, {name!r}, {missing[0]}=...)"
+            f"{where}: init {name!r} needs parameter(s) {missing}; pass {missing[0]}=..."
         )
     msg = scheme.check(resolved)
     if msg:
-        raise ValueError(f"init {name!r}: {msg}")
+        raise ValueError(f"{where}: {msg}")
     units = _units(module)
     scheme.fn(units, _generator(generator), module, **resolved)
     return module

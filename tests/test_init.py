@@ -71,7 +71,7 @@ def test_registry_lists_every_scheme_with_a_source():
 
 
 def test_unknown_scheme_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown init 'nope'.*orthogonal"):
+    with pytest.raises(ValueError, match="RNN, 'nope'.*unknown init.*orthogonal"):
         apply_init(nn.RNN(2, 3), "nope")
 
 

@@ -257,17 +257,24 @@ def test_tracked_grad_norm_matches_autograd_unroll():
 @CUDA
 @pytest.mark.cuda
 def test_cuda_training_matches_cpu_at_start():
-    kw = dict(TINY, track_every=2)
-    cpu = train("lstm", "adding", **kw)
-    gpu = train("lstm", "adding", device="cuda", **kw)
+    cpu = train("lstm", "adding", **TINY)
+    gpu = train("lstm", "adding", device="cuda", **TINY)
     assert list(gpu.columns) == COLUMNS
     # same seed, same weights and batches on both devices; kernels differ only in rounding
     np.testing.assert_allclose(
         rows(gpu, "loss")["value"].iloc[0], rows(cpu, "loss")["value"].iloc[0], rtol=1e-4
     )
     assert np.isfinite(gpu["value"]).all()
-    model_task = make_task("copy", 4, seed=0, device="cuda")
-    df = train(
-        "gru", model_task, **{k: v for k, v in TINY.items() if k != "seq_len"}, device="cuda"
-    )
+    task = make_task("copy", 4, seed=0, device="cuda")
+    df = train("gru", task, **{k: v for k, v in TINY.items() if k != "seq_len"}, device="cuda")
     assert np.isfinite(rows(df, "eval_loss")["value"]).all()
+
+
+@CUDA
+@pytest.mark.cuda
+def test_cuda_tracking_matches_cpu_at_start():
+    pytest.importorskip("gradlab._record")
+    kw = dict(TINY, steps=1, track_every=1)
+    cpu = rows(train("lstm", "adding", **kw), "grad_norm")["value"].to_numpy()
+    gpu = rows(train("lstm", "adding", device="cuda", **kw), "grad_norm")["value"].to_numpy()
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
