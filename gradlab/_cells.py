@@ -305,3 +305,41 @@ def sequence_cache(p: CellParams, x: Tensor, states: Tensor, s0: Tensor | None =
     s_prev = torch.cat([s0.unsqueeze(1), states[:, :-1]], dim=1)  # (B, T, S)
     _, cache = step_from_preact(p, input_preact(p, x), s_prev)
     return cache, s_prev
+
+
+def _rows_frob2(coefs: list[Tensor], blocks: list[Tensor], diag: Tensor | None) -> Tensor:
+    """Σ_i ‖Σ_g c_g[i] W_g[i,:] + d[i] e_i‖² for coefficients c_g (..., H), blocks W_g (H, H).
+
+    Expands to Σ_i [Σ_{g,g'} c_g c_g' ⟨W_g[i], W_g'[i]⟩ + d_i² + 2 d_i Σ_g c_g W_g[i, i]], so the
+    Jacobian is never formed: O(G²·H) per step instead of O(H²).
+    """
+    C = torch.stack(coefs, -1)  # (..., H, G)
+    Wst = torch.stack(blocks, 0)  # (G, H, H)
+    gram = torch.einsum("aij,bij->iab", Wst, Wst)  # (H, G, G): row inner products
+    total = torch.einsum("...ia,iab,...ib->...", C, gram, C)
+    if diag is not None:
+        wdiag = torch.diagonal(Wst, dim1=-2, dim2=-1).t()  # (H, G)
+        total = total + (diag**2).sum(-1) + 2 * (diag * (C * wdiag).sum(-1)).sum(-1)
+    return total
+
+
+def jacobian_frobenius_from_cache(p: CellParams, cache: dict[str, Tensor]) -> Tensor:
+    """‖∂s_t/∂s_{t-1}‖_F for every leading index of the cache, without forming the Jacobian."""
+    kind = p.kind
+    W = p.w_hh
+    if kind in ("rnn_tanh", "rnn_relu"):
+        d = 1 - cache["h"] ** 2 if kind == "rnn_tanh" else (cache["a"] > 0).to(W.dtype)
+        return ((d**2) @ (W**2).sum(-1)).sqrt()
+    if kind == "lstm":
+        Wi, Wf, Wg, Wo = W.chunk(4, dim=0)
+        i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
+        c, tc = cache["c_prev"], cache["tanh_c"]
+        cf, ci, cg = c * f * (1 - f), g * i * (1 - i), i * (1 - g**2)
+        ot = o * (1 - tc**2)
+        dc_dh = _rows_frob2([cf, ci, cg], [Wf, Wi, Wg], None)
+        dh_dh = _rows_frob2([ot * cf, ot * ci, ot * cg, tc * o * (1 - o)], [Wf, Wi, Wg, Wo], None)
+        return (dh_dh + dc_dh + ((ot * f) ** 2).sum(-1) + (f**2).sum(-1)).sqrt()
+    Wr, Wz, Wn = W.chunk(3, dim=0)
+    r, z, n, hn, h = cache["r"], cache["z"], cache["n"], cache["hn"], cache["h_prev"]
+    a = (1 - z) * (1 - n**2)
+    return _rows_frob2([(h - n) * z * (1 - z), a * r, a * hn * r * (1 - r)], [Wz, Wn, Wr], z).sqrt()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -40,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import _cells, models
+from . import _cells, _linalg, models
 
 QUANTITIES = ("grad_norm", "jac_norm", "gates")
 SATURATION = (0.05, 0.95)
@@ -225,7 +226,7 @@ def _slice_cache(cache: dict[str, Tensor], t0: int, t1: int) -> dict[str, Tensor
 
 
 def _forward_stats(rec: Recording, opts: dict, name: str, call: int, layer: int, d: int,
-                   p: _cells.CellParams, cache: dict[str, Tensor], jac_fn=None) -> None:
+                   p: _cells.CellParams, cache: dict[str, Tensor]) -> None:
     """Gate statistics and Jacobian norms of one layer/direction from its cache."""
     if "gates" in opts["quantities"]:
         lo, hi = SATURATION
@@ -247,9 +248,14 @@ def _forward_stats(rec: Recording, opts: dict, name: str, call: int, layer: int,
     # chunk over time so that one chunk of Jacobians stays below ~256 MB
     chunk = max(1, int(2**28 // max(1, B * S * S * itemsize)))
     spec, frob, full = [], [], []
+    matrix_free = want_norms and not want_full and S > _DENSE_MAX_S
     for t0 in range(0, T, chunk):
         sub = _slice_cache(cache, t0, min(T, t0 + chunk))
-        J = _cells.jacobian_from_cache(p, sub) if jac_fn is None else jac_fn(t0, t0 + chunk)
+        if matrix_free:  # never forms J: Lanczos for σ_max, closed form for ‖J‖_F
+            spec.append(_linalg.cell_spectral_norms(p, sub))
+            frob.append(_cells.jacobian_frobenius_from_cache(p, sub))
+            continue
+        J = _cells.jacobian_from_cache(p, sub)
         if want_norms:
             frob.append(torch.linalg.matrix_norm(J, ord="fro"))
             spec.append(_spectral_norm(J))
@@ -266,6 +272,11 @@ def _forward_stats(rec: Recording, opts: dict, name: str, call: int, layer: int,
 def _spectral_norm(J: Tensor) -> Tensor:
     """Largest singular value of each matrix in a batch (..., S, S)."""
     return torch.linalg.matrix_norm(J, ord=2)
+
+
+# Above this state size the spectral norm is computed matrix-free (Lanczos, see _linalg);
+# below it a dense SVD of the formed Jacobian is as cheap.
+_DENSE_MAX_S = 48
 
 
 def _check_full_budget(opts, name, B, T, S, L, D, itemsize):
@@ -345,7 +356,9 @@ def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, inp
             flat += [w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if module.bias else [])
         sl = slice(layer * D, (layer + 1) * D)
         hx_l = (h0[sl].contiguous(), c0[sl].contiguous()) if kind == "lstm" else h0[sl].contiguous()
-        res = fused(inp, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
+        with warnings.catch_warnings():  # cuDNN: our per-call weights are not one flat buffer
+            warnings.filterwarnings("ignore", message=".*single contiguous chunk.*")
+            res = fused(inp, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
         out, hn = res[0], res[1]  # (B, T, D·H), (D, B, H)
         cn = res[2] if kind == "lstm" else None
         h_n.append(hn)
@@ -412,7 +425,8 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
 
     def keep(key):
         def hook(g):
-            box[key] = g.detach()
+            if g is not None:  # cuDNN passes None for an output the loss does not use
+                box[key] = g.detach()
         return hook
 
     handles = [out.register_hook(keep("out")), hn.register_hook(keep("hn"))]
