@@ -1,24 +1,21 @@
 """``gradlab.record``: per-step gradient norms, Jacobians and gate statistics of the recurrent
 modules inside any user model, read from the real forward and backward pass.
 
-How the total gradient δ_t = ∂L/∂h_t reaches us without unrolling a fused kernel
+How the total gradient δ_t = ∂L/∂s_t reaches us without unrolling a fused kernel
 -------------------------------------------------------------------------------
 For a stock ``nn.RNN``/``nn.LSTM``/``nn.GRU`` each layer still runs as one fused call
-(``torch.rnn_tanh/rnn_relu/lstm/gru``), with two changes that leave every output and parameter
-gradient unchanged (the extra inputs are exact zeros):
+(``torch.rnn_tanh/rnn_relu/lstm/gru``, cuDNN on CUDA) with the module's own weights, so outputs
+and parameter gradients are those of the unrecorded model. Tensor hooks on the layer's outputs
+(the sequence, h_n, c_n) catch the *direct* gradients: what the rest of the model sends to each
+h_t. The layer's initial state passes through an identity node whose backward runs right after
+the layer's fused backward; there gradlab runs the BPTT recursion itself,
 
-* the layer's input gets zero-valued extra columns e_t whose input weights are a detached copy of
-  W_hh. Since the pre-activation a_t = W_ih x_t + W_hh h_{t-1} + b, the gradient reaching e_t is
-  W_hhᵀ ∂L/∂a_t, which for RNN and LSTM is exactly the recurrent part of ∂L/∂h_{t-1}
-  (h_{t-1} enters step t only through a_t). Adding the direct gradient on the layer's output at
-  t-1 (a tensor hook) gives the total δ_{t-1}.
-* For GRU, h_{t-1} also enters through r ⊙ (W_hn h + b_hn) and z ⊙ h_{t-1}: the extra weights are
-  [[W_hr, 0], [W_hz, 0], [0, I]], giving W_hrᵀ g_r + W_hzᵀ g_z and g_n (the gradient on n's
-  pre-activation); then δ_{t-1} = direct_{t-1} + W_hrᵀ g_r + W_hzᵀ g_z + W_hnᵀ(r_t ⊙ g_n) + z_t ⊙ δ_t,
-  an element-wise recursion over t.
-* For LSTM, the state-space gradient on c_t (h_t held fixed) is
-  ∂L/∂c_t = f_{t+1} ⊙ (δ_{t+1} ⊙ o_{t+1} ⊙ (1 - tanh² c_{t+1}) + ∂L/∂c_{t+1}) (+ the gradient on
-  c_n), with the gates recomputed in one batched matmul from the recorded h sequence.
+    δs_{T} = direct_T (+ ∂L/∂h_n, ∂L/∂c_n),   δs_{t-1} = direct_{t-1} + J_tᵀ δs_t,
+
+with the closed-form vector–Jacobian product of :mod:`gradlab._cells` (never a Jacobian), on
+gate values recomputed in one batched matmul from the recorded h sequence (for RNNs φ' follows
+from h alone). δs is the state-space gradient: (∂L/∂h_t, ∂L/∂c_t) for LSTM, c_t with h_t held
+fixed, so that δs_{t-1} = J_tᵀ δs_t holds with the Jacobian over (h, c).
 
 gradlab's own ``models.RNN/LSTM/GRU`` and ``models.Unrolled`` are unrolled in Python: a tensor hook
 on each step's state reads δ_t directly.
@@ -43,7 +40,8 @@ from torch import Tensor, nn
 
 from . import _cells, _linalg, models
 
-QUANTITIES = ("grad_norm", "jac_norm", "gates")
+QUANTITIES = ("grad_norm", "grad_norm_c", "gates", "jac_norm")
+DEFAULT_QUANTITIES = ("grad_norm", "grad_norm_c", "gates")
 SATURATION = (0.05, 0.95)
 FRAME_COLUMNS = [
     "module", "call", "layer", "direction", "step", "gate", "batch_index", "quantity", "value",
@@ -293,7 +291,9 @@ def _check_full_budget(opts, name, B, T, S, L, D, itemsize):
 
 
 def _check_finite(t: Tensor, name: str, what: str) -> None:
-    if not bool(torch.isfinite(t).all()):
+    # one reduction in the common case: a NaN or Inf anywhere makes the sum non-finite (a sum
+    # that overflows from finite values is re-checked element-wise before raising)
+    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise FloatingPointError(
             f"record: module {name!r}: {what} contains NaN or Inf; check the data and the "
             f"learning rate (gradient clipping helps against exploding gradients)"
@@ -308,20 +308,6 @@ _FUSED = {"rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu, "lstm": torch.
           "gru": torch.gru}
 
 
-def _extra_weights(p: _cells.CellParams, d: int, D: int) -> Tensor:
-    """Input weights of the zero-valued extra columns for direction d (see module docstring)."""
-    H = p.hidden_size
-    W = p.w_hh.detach()
-    if p.kind != "gru":
-        E = W.new_zeros(W.shape[0], D * H)
-        E[:, d * H:(d + 1) * H] = W
-        return E
-    E = W.new_zeros(3 * H, 2 * D * H)
-    E[: 2 * H, 2 * d * H:(2 * d + 1) * H] = W[: 2 * H]
-    E[2 * H:, (2 * d + 1) * H:(2 * d + 2) * H] = torch.eye(H, dtype=W.dtype, device=W.device)
-    return E
-
-
 def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, input, hx=None):
     _stock_options(module, name)
     call = rec._next_call(name)
@@ -334,7 +320,8 @@ def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, inp
     B, T = x.shape[:2]
     S = 2 * H if kind == "lstm" else H
     _check_full_budget(opts, name, B, T, S, L, D, x.element_size())
-    want_grad = "grad_norm" in opts["quantities"] and torch.is_grad_enabled()
+    want_grad = bool({"grad_norm", "grad_norm_c"} & set(opts["quantities"])) and \
+        torch.is_grad_enabled()
     fwd_stats = bool({"gates", "jac_norm"} & set(opts["quantities"])) or opts["jacobians"] == "full"
     fused = _FUSED[kind]
     layer_in = x
@@ -342,23 +329,21 @@ def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, inp
     for layer in range(L):
         ps = [_cells.params_from_module(module, layer, d) for d in range(D)]
         flat: list[Tensor] = []
-        inp = layer_in
-        e = None
-        anchors = [t for p in ps for t in (p.w_ih, p.w_hh)] + [layer_in]
-        anchors = [t for t in anchors if t.requires_grad]
-        if want_grad and anchors:
-            width = (2 if kind == "gru" else 1) * D * H
-            tap = _Tap(x.dtype, x.device, (B, T, width))
-            e = tap(*anchors)  # zeros (B, T, width); its gradient goes to tap.callback
-            inp = torch.cat([layer_in, e], dim=-1)
-        for d, p in enumerate(ps):
-            w_ih = p.w_ih if e is None else torch.cat([p.w_ih, _extra_weights(p, d, D)], dim=1)
-            flat += [w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if module.bias else [])
+        for p in ps:
+            flat += [p.w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if module.bias else [])
         sl = slice(layer * D, (layer + 1) * D)
-        hx_l = (h0[sl].contiguous(), c0[sl].contiguous()) if kind == "lstm" else h0[sl].contiguous()
+        h0_l = h0[sl].contiguous()
+        anchors = [t for t in flat + [layer_in] if t.requires_grad]
+        tap = None
+        if want_grad and anchors:
+            # the initial state passes through a tap whose backward runs right after this
+            # layer's fused backward, when every direct gradient on the layer's outputs is known
+            tap = _Tap()
+            h0_l = tap(h0_l, *anchors)
+        hx_l = (h0_l, c0[sl].contiguous()) if kind == "lstm" else h0_l
         with warnings.catch_warnings():  # cuDNN: our per-call weights are not one flat buffer
             warnings.filterwarnings("ignore", message=".*single contiguous chunk.*")
-            res = fused(inp, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
+            res = fused(layer_in, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
         out, hn = res[0], res[1]  # (B, T, D·H), (D, B, H)
         cn = res[2] if kind == "lstm" else None
         h_n.append(hn)
@@ -371,7 +356,7 @@ def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, inp
                     cache = _layer_cache(p.detach(), xi.detach(), hs.detach(), h0[layer * D + d],
                                          None if c0 is None else c0[layer * D + d])
                     _forward_stats(rec, opts, name, call, layer, d, p.detach(), cache)
-        if e is not None:
+        if tap is not None:
             _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn, tap,
                                 h0[sl], None if c0 is None else c0[sl])
         layer_in = out
@@ -389,31 +374,31 @@ def _direction_views(layer_in: Tensor, out: Tensor, d: int, H: int) -> tuple[Ten
 
 
 class _TapFn(torch.autograd.Function):
-    """Zeros in forward; in backward hands the incoming gradient to a callback and passes
-    nothing on (exactly zero contribution to every gradient). Its inputs ("anchors") are tensors
-    on the path to the parameters, so the engine runs this node for ``loss.backward()`` and for
-    ``torch.autograd.grad(loss, params)`` alike, which a hook on a leaf would not see."""
+    """Identity on ``x`` whose backward first calls ``tap.callback`` and then passes the gradient
+    through unchanged (no change to any gradient). Its extra inputs ("anchors", the layer's
+    weights) put it on the path to the parameters, so the engine runs it for ``loss.backward()``
+    and for ``torch.autograd.grad(loss, params)`` alike, where a hook on a leaf would not fire."""
 
     @staticmethod
-    def forward(ctx, tap, *anchors):
+    def forward(ctx, tap, x, *anchors):
         ctx.tap = tap
         ctx.n = len(anchors)
-        return torch.zeros(tap.shape, dtype=tap.dtype, device=tap.device)
+        ctx.x_grad = x.requires_grad
+        return x.clone()
 
     @staticmethod
     def backward(ctx, g):
         if ctx.tap.callback is not None:
-            ctx.tap.callback(g)
-        return (None,) * (1 + ctx.n)
+            ctx.tap.callback()
+        return (None, g if ctx.x_grad else None) + (None,) * ctx.n
 
 
 class _Tap:
-    def __init__(self, dtype, device, shape):
-        self.dtype, self.device, self.shape = dtype, device, shape
+    def __init__(self):
         self.callback = None
 
-    def __call__(self, *anchors):
-        return _TapFn.apply(self, *anchors)
+    def __call__(self, x, *anchors):
+        return _TapFn.apply(self, x, *anchors)
 
     def remove(self):  # same interface as a hook handle: disarmed on leaving record()
         self.callback = None
@@ -434,19 +419,22 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
         handles.append(cn.register_hook(keep("cn")))
     saved = (layer_in.detach(), out.detach(), h0.detach(), None if c0 is None else c0.detach())
 
-    def on_e(ge: Tensor):
+    def on_backward():
         try:
-            _finish_grads(rec, opts, name, call, layer, ps, saved, box, ge.detach())
+            with torch.no_grad():
+                _finish_grads(rec, opts, name, call, layer, ps, saved, box)
         finally:
             box.clear()
 
-    tap.callback = on_e
+    tap.callback = on_backward
     handles.append(tap)
     rec_handles = opts["_tensor_handles"]
     rec_handles.extend(handles)
 
 
-def _finish_grads(rec, opts, name, call, layer, ps, saved, box, ge):
+def _finish_grads(rec, opts, name, call, layer, ps, saved, box):
+    """Total state gradients of one layer from the direct ones, by the BPTT recursion
+    δs_{t-1} = direct_{t-1} + J_tᵀ δs_t with the closed-form VJP (``_cells.vjp_from_cache``)."""
     layer_in, out, h0, c0 = saved
     B, T = out.shape[:2]
     H = ps[0].hidden_size
@@ -454,45 +442,34 @@ def _finish_grads(rec, opts, name, call, layer, ps, saved, box, ge):
     g_out = box.get("out")
     for d, p in enumerate(ps):
         p = p.detach()
-        direct = out.new_zeros(B, T, H) if g_out is None else g_out[..., d * H:(d + 1) * H]
-        if d:
-            direct = direct.flip(1)
-        delta = direct.clone()  # (B, T, H), processing order
-        if "hn" in box:
-            delta[:, -1] += box["hn"][d]
-        if kind == "gru":
-            xi, hs = _direction_views(layer_in, out, d, H)
-            u = ge[..., 2 * d * H:(2 * d + 1) * H]  # W_hrᵀ g_r + W_hzᵀ g_z
-            gn = ge[..., (2 * d + 1) * H:(2 * d + 2) * H]  # gradient on n's pre-activation
-            if d:
-                u, gn = u.flip(1), gn.flip(1)
-            cache = _layer_cache(p, xi, hs, h0[d], None)
-            Wn = p.w_hh[2 * H:]
-            rec_part = u + torch.matmul(cache["r"] * gn, Wn)  # reaches h_{t-1} from step t
-            delta[:, :-1] += rec_part[:, 1:]
-            z = cache["z"]
-            for t in range(T - 1, 0, -1):  # δ_{t-1} += z_t ⊙ δ_t
-                delta[:, t - 1] += z[:, t] * delta[:, t]
+        xi, hs = _direction_views(layer_in, out, d, H)
+        if kind in ("rnn_tanh", "rnn_relu"):  # φ' from the output alone: 1 - h², or [h > 0]
+            cache = {"h": hs, "a": hs}
         else:
-            r = ge[..., d * H:(d + 1) * H]
-            if d:
-                r = r.flip(1)
-            delta[:, :-1] += r[:, 1:]
-        _check_finite(delta, name, f"the gradient reaching layer {layer} direction {d}")
-        rec._add(name, call, layer, d, "grad_norm", torch.linalg.vector_norm(delta, dim=-1))
-        if kind == "lstm":
-            xi, hs = _direction_views(layer_in, out, d, H)
-            cache = _lstm_cache_from_h(p, xi, hs, h0[d], c0[d])
-            # State-space gradient on c_t (h_t held fixed, as in the Jacobian over (h, c)):
-            # ∂L/∂c_t = f_{t+1} ⊙ (δ_{t+1} ⊙ o_{t+1}(1 - tanh² c_{t+1}) + ∂L/∂c_{t+1}) (+ ∂L/∂c_n).
-            a = cache["o"] * (1 - cache["tanh_c"] ** 2)  # ∂h_t/∂c_t within step t
-            f = cache["f"]
-            dc = torch.zeros_like(delta)
-            if "cn" in box:
-                dc[:, -1] = box["cn"][d]
-            for t in range(T - 2, -1, -1):
-                dc[:, t] = f[:, t + 1] * (delta[:, t + 1] * a[:, t + 1] + dc[:, t + 1])
-            rec._add(name, call, layer, d, "grad_norm_c", torch.linalg.vector_norm(dc, dim=-1))
+            cache = _layer_cache(p, xi, hs, h0[d], None if c0 is None else c0[d])
+        direct = None if g_out is None else g_out[..., d * H:(d + 1) * H]
+        if direct is not None and d:
+            direct = direct.flip(1)
+        delta = out.new_zeros(B, p.state_size)
+        if "hn" in box:
+            delta[:, :H] += box["hn"][d]
+        if "cn" in box:
+            delta[:, H:] += box["cn"][d]
+        deltas = [None] * T
+        for t in range(T - 1, -1, -1):
+            if direct is not None:
+                delta[:, :H] += direct[:, t]
+            deltas[t] = delta
+            if t:
+                delta = _cells.vjp_from_cache(p, {k: v[:, t] for k, v in cache.items()}, delta)
+        dl = torch.stack(deltas, 1)  # (B, T, S), processing order
+        _check_finite(dl, name, f"the gradient reaching layer {layer} direction {d}")
+        norms = torch.linalg.vector_norm(dl[..., :H], dim=-1)
+        if "grad_norm" in opts["quantities"]:
+            rec._add(name, call, layer, d, "grad_norm", norms)
+        if kind == "lstm" and "grad_norm_c" in opts["quantities"]:
+            rec._add(name, call, layer, d, "grad_norm_c",
+                     torch.linalg.vector_norm(dl[..., H:], dim=-1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +492,7 @@ def _state_grad_hooks(rec, opts, name, call, layer, d, states: list[Tensor], H: 
         G = torch.stack(gs, dim=1)  # (B, T, S)
         _check_finite(G, name, f"the gradient reaching layer {layer} direction {d}")
         rec._add(name, call, layer, d, "grad_norm", torch.linalg.vector_norm(G[..., :H], dim=-1))
-        if kind == "lstm":
+        if kind == "lstm" and "grad_norm_c" in opts["quantities"]:
             rec._add(name, call, layer, d, "grad_norm_c",
                      torch.linalg.vector_norm(G[..., H:], dim=-1))
         grads[:] = [None] * T
@@ -533,7 +510,8 @@ def _model_forward(module: models._Recurrent, rec, opts, name, input, hx=None):
     S = 2 * module.hidden_size if module.kind == "lstm" else module.hidden_size
     _check_full_budget(opts, name, x.shape[0], x.shape[1], S, module.num_layers, D,
                        x.element_size())
-    want_grad = "grad_norm" in opts["quantities"] and torch.is_grad_enabled()
+    want_grad = bool({"grad_norm", "grad_norm_c"} & set(opts["quantities"])) and \
+        torch.is_grad_enabled()
 
     def observer(layer, d, p, xi, states, h0, c0):
         if want_grad:
@@ -551,7 +529,8 @@ def _model_forward(module: models._Recurrent, rec, opts, name, input, hx=None):
 
 def _user_forward(module: models.Unrolled, rec, opts, name, x, state=None):
     call = rec._next_call(name)
-    want_grad = "grad_norm" in opts["quantities"] and torch.is_grad_enabled()
+    want_grad = bool({"grad_norm", "grad_norm_c"} & set(opts["quantities"])) and \
+        torch.is_grad_enabled()
 
     def observer(xb, states):
         flat = [torch.cat(list(s), -1) if isinstance(s, tuple) else s for s in states]
@@ -646,7 +625,7 @@ def _forward_user_jac(rec, opts, name, call, J: Tensor) -> None:
 def record(
     model: nn.Module,
     *,
-    quantities: tuple[str, ...] | list[str] = ("grad_norm", "gates"),
+    quantities: tuple[str, ...] | list[str] = DEFAULT_QUANTITIES,
     per_sample: bool = False,
     jacobians: str | None = None,
     memory_budget: float = 2**30,
@@ -662,8 +641,9 @@ def record(
 
     Args:
         model: any ``nn.Module`` containing recurrent modules (or one itself).
-        quantities: any of ``"grad_norm"`` (‖∂L/∂h_t‖₂ of the total BPTT gradient, and
-            ‖∂L/∂c_t‖₂ for LSTM, from the real backward pass), ``"gates"`` (per-step gate means
+        quantities: any of ``"grad_norm"`` (‖∂L/∂h_t‖₂ of the total BPTT gradient, from the
+            real backward pass), ``"grad_norm_c"`` (‖∂L/∂c_t‖₂ for LSTM; costs one batched
+            recomputation of the gates), ``"gates"`` (per-step gate means
             and saturated fractions, LSTM/GRU), ``"jac_norm"`` (spectral and Frobenius norms of
             ∂s_t/∂s_{t-1}, s the full state: H×H for RNN/GRU, 2H×2H over (h, c) for LSTM).
         per_sample: also keep every sample's value (``batch_index`` ≥ 0) instead of the batch

@@ -291,7 +291,7 @@ def _tracked_step(
     """Forward and backward under ``gradlab._record.record``; return (loss, its frame)."""
     from gradlab import _record
 
-    with _record.record(model, quantities=("grad_norm",)) as rec:
+    with _record.record(model, quantities=("grad_norm", "grad_norm_c")) as rec:
         loss = task.loss(model(x), y)
         loss.backward()
     return loss, rec.frame()
