@@ -432,6 +432,26 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
     rec_handles.extend(handles)
 
 
+class _ChunkedCache:
+    """Step caches of a GRU layer computed ``chunk`` steps at a time, as the backward recursion
+    walks from the last step to the first: memory O(B·chunk·G·H) instead of O(B·T·G·H)."""
+
+    def __init__(self, p, x, h_seq, h0, chunk: int = 32):
+        self.p, self.x, self.h_seq, self.h0, self.chunk = p, x, h_seq, h0, chunk
+        self.t0 = self.t1 = -1
+        self.cache: dict[str, Tensor] = {}
+
+    def at(self, t: int) -> dict[str, Tensor]:
+        if not self.t0 <= t < self.t1:
+            self.t0, self.t1 = max(0, t + 1 - self.chunk), t + 1
+            h_prev = self.h0.unsqueeze(1) if self.t0 == 0 else \
+                self.h_seq[:, self.t0 - 1:self.t0]
+            h_prev = torch.cat([h_prev, self.h_seq[:, self.t0:self.t1 - 1]], dim=1)
+            xa = _cells.input_preact(self.p, self.x[:, self.t0:self.t1])
+            self.cache = _cells.step_from_preact(self.p, xa, h_prev)[1]
+        return {k: v[:, t - self.t0] for k, v in self.cache.items()}
+
+
 def _finish_grads(rec, opts, name, call, layer, ps, saved, box):
     """Total state gradients of one layer from the direct ones, by the BPTT recursion
     δs_{t-1} = direct_{t-1} + J_tᵀ δs_t with the closed-form VJP (``_cells.vjp_from_cache``)."""
@@ -445,6 +465,8 @@ def _finish_grads(rec, opts, name, call, layer, ps, saved, box):
         xi, hs = _direction_views(layer_in, out, d, H)
         if kind in ("rnn_tanh", "rnn_relu"):  # φ' from the output alone: 1 - h², or [h > 0]
             cache = {"h": hs, "a": hs}
+        elif kind == "gru":  # gates recomputed per chunk of steps, latest first (memory)
+            cache = _ChunkedCache(p, xi, hs, h0[d])
         else:
             cache = _layer_cache(p, xi, hs, h0[d], None if c0 is None else c0[d])
         direct = None if g_out is None else g_out[..., d * H:(d + 1) * H]
@@ -461,7 +483,9 @@ def _finish_grads(rec, opts, name, call, layer, ps, saved, box):
                 delta[:, :H] += direct[:, t]
             deltas[t] = delta
             if t:
-                delta = _cells.vjp_from_cache(p, {k: v[:, t] for k, v in cache.items()}, delta)
+                step_cache = cache.at(t) if isinstance(cache, _ChunkedCache) else \
+                    {k: v[:, t] for k, v in cache.items()}
+                delta = _cells.vjp_from_cache(p, step_cache, delta)
         dl = torch.stack(deltas, 1)  # (B, T, S), processing order
         _check_finite(dl, name, f"the gradient reaching layer {layer} direction {d}")
         norms = torch.linalg.vector_norm(dl[..., :H], dim=-1)

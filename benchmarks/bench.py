@@ -1,0 +1,334 @@
+"""gradlab benchmarks: every figure a ratio against its baseline, measured side by side in one run.
+
+    python benchmarks/bench.py [--device cpu|cuda] [--out benchmarks/results.md] [--quick]
+
+Timings are the minimum over interleaved repeats (baseline and candidate alternate, so a noisy
+neighbour slows both). Memory on CPU is the peak resident set (VmHWM, reset through
+/proc/self/clear_refs once the model and data exist) of a fresh subprocess above its resident set
+at that moment; on CUDA, torch.cuda.max_memory_allocated above the allocation at that moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import gradlab  # noqa: E402
+from gradlab import _cells, _linalg, analysis  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def side_by_side(fns: dict, device, repeats: int) -> dict:
+    """Minimum wall time of each function, calls interleaved, after one warm-up call each."""
+    for f in fns.values():
+        f()
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            best[k] = min(best[k], timed(f, device)[0])
+    return best
+
+
+ROWS: list[dict] = []
+
+
+def report(name, value, target, unit, met, note=""):
+    ROWS.append(dict(name=name, value=value, target=target, unit=unit, met=met, note=note))
+    flag = "met" if met else "NOT met"
+    print(f"{name:<58} {value:>10.3g} {unit:<6} target {target:<10} {flag}  {note}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. recording cost
+
+
+def bench_recording(device, quick):
+    B, T, H = (8, 30, 64) if quick else (32, 100, 256)
+    I = H
+    for cls, target in ((torch.nn.RNN, 1.3), (torch.nn.LSTM, 1.3), (torch.nn.GRU, 2.5)):
+        torch.manual_seed(0)
+        m = cls(I, H, batch_first=True).to(device)
+        x = torch.randn(B, T, I, device=device)
+
+        def plain():
+            out, _ = m(x)
+            out[:, -1].pow(2).sum().backward()
+
+        def recorded():
+            with gradlab.record(m, quantities=("grad_norm",)) as rec:
+                out, _ = m(x)
+                out[:, -1].pow(2).sum().backward()
+            return rec
+
+        t = side_by_side({"plain": plain, "record": recorded}, device, 3 if quick else 7)
+        ratio = t["record"] / t["plain"]
+        report(f"1. record grad_norm, nn.{cls.__name__} (B={B},T={T},H={H},I={I})", ratio,
+               f"<= {target}x", "x", ratio <= target,
+               f"plain {t['plain'] * 1e3:.1f} ms, recorded {t['record'] * 1e3:.1f} ms")
+
+
+# ------------------------------------------------------------------------------------------
+# 2. per-step Jacobian spectral norms
+
+
+def bench_spectral(device, quick):
+    B, T, H, I = (4, 10, 32, 16) if quick else (32, 100, 128, 32)
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(I, H, batch_first=True).to(device)
+    p = _cells.params_from_module(m).detach()
+    x = torch.randn(B, T, I, device=device)
+    with torch.no_grad():
+        states = _cells.unroll(p, x)  # (B, T, 2H)
+        s_prev = torch.cat([states.new_zeros(B, 1, 2 * H), states[:, :-1]], 1)
+
+    def ours():
+        with torch.no_grad():
+            cache, _ = _cells.sequence_cache(p, x, states)
+            return _linalg.cell_spectral_norms(p, cache)
+
+    def baseline():
+        step = lambda s, xx: _cells.step(p, xx, s)  # noqa: E731
+        J = torch.vmap(torch.vmap(torch.func.jacrev(step)))(s_prev, x)
+        return torch.linalg.svdvals(J)[..., 0]
+
+    t_ours, a = timed(ours, device)
+    t_base, b = timed(baseline, device)
+    t_ours = min(t_ours, timed(ours, device)[0])
+    err = ((a.double() - b.double()).abs() / b.double()).max().item()
+    ratio = t_base / t_ours
+    report(f"2. LSTM Jacobian spectral norms (B={B},T={T},H={H}) speed-up", ratio, ">= 30x", "x",
+           ratio >= 30 and err <= 1e-4,
+           f"ours {t_ours:.2f} s, jacrev+vmap+svdvals {t_base:.2f} s, max rel err {err:.1e}")
+
+
+# ------------------------------------------------------------------------------------------
+# 3. T×T flow map
+
+
+def bench_flow_map(device, quick):
+    T, H = (32, 16) if quick else (256, 128)
+    for kind, cls, kw in (("rnn_tanh", torch.nn.RNN, {}), ("rnn_relu", torch.nn.RNN,
+                          {"nonlinearity": "relu"}), ("lstm", torch.nn.LSTM, {}),
+                          ("gru", torch.nn.GRU, {})):
+        torch.manual_seed(0)
+        m = cls(8, H, batch_first=True, **kw).to(device)
+        x = torch.randn(1, T, 8, device=device)
+        t, df = timed(lambda m=m, x=x: analysis.flow_map(m, x), device)
+        report(f"3. flow map T={T}, H={H}, {kind}", t, "<= 30 s", "s", t <= 30,
+               f"{len(df)} rows")
+    # exactness on a small case against materialised autograd products (float64)
+    torch.manual_seed(1)
+    m = torch.nn.LSTM(3, 5, batch_first=True).double().to(device)
+    x = torch.randn(1, 12, 3, dtype=torch.float64, device=device)
+    df = analysis.flow_map(m, x, norms=("spectral",))
+    p = _cells.params_from_module(m).detach()
+    states = _cells.unroll(p, x)[0]
+    prev = torch.cat([states.new_zeros(1, 10), states[:-1]])
+    J = torch.func.vmap(torch.func.jacrev(lambda s, xx: _cells.step(p, xx, s)))(prev, x[0])
+    err = 0.0
+    for row in df.itertuples():
+        P = torch.eye(10, dtype=torch.float64, device=device)
+        for j in range(row.k + 1, row.t + 1):
+            P = J[j] @ P
+        ref = torch.log10(torch.linalg.matrix_norm(P, ord=2)).item()
+        err = max(err, abs(ref - row.value))
+    report("3. flow map exact vs autograd (LSTM T=12, float64)", err, "<= 1e-8", "log10",
+           err <= 1e-8, "max |Δ log10 ‖∂s_t/∂s_k‖₂|")
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Lyapunov spectrum
+
+
+def numpy_benettin(W, steps):
+    """Reference: plain NumPy Benettin loop, QR every step (zero input, tanh RNN)."""
+    N = W.shape[0]
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal(N) * 0.5
+    Q = np.linalg.qr(rng.standard_normal((N, N)))[0]
+    acc = np.zeros(N)
+    for _ in range(steps):
+        h = np.tanh(W @ h)
+        J = (1 - h**2)[:, None] * W
+        Q, R = np.linalg.qr(J @ Q)
+        acc += np.log(np.abs(np.diag(R)))
+    return np.sort(acc / steps)[::-1]
+
+
+def bench_lyapunov(device, quick):
+    N, steps = (60, 200) if quick else (500, 2000)
+    g = np.random.default_rng(3)
+    W = 1.5 * g.standard_normal((N, N)) / np.sqrt(N)
+    m = torch.nn.RNN(1, N, bias=False, batch_first=True).double()
+    with torch.no_grad():
+        m.weight_hh_l0.copy_(torch.from_numpy(W))
+        m.weight_ih_l0.zero_()
+    m = m.to(device)
+    x = torch.zeros(1, steps, 1, dtype=torch.float64, device=device)
+    h0 = torch.from_numpy(np.random.default_rng(0).standard_normal(N) * 0.5).view(1, 1, N)
+    h0 = h0.to(device)
+
+    def ours():
+        return analysis.lyapunov_spectrum(m, x, k=N, warmup=0, h0=h0)
+
+    t_ours, df = timed(ours, device)
+    t_np, ref = timed(lambda: numpy_benettin(W, steps), torch.device("cpu"))
+    lam = df[df.quantity == "lyapunov_exponent"].sort_values("index").value.to_numpy()
+    err = float(np.abs(lam - ref).max())
+    ratio = t_np / t_ours
+    report(f"4. Lyapunov spectrum N={N}, {steps} steps, all exponents, speed-up", ratio, ">= 2x",
+           "x", ratio >= 2 and err <= 1e-6,
+           f"ours {t_ours:.1f} s, NumPy QR-every-step {t_np:.1f} s, max |Δλ| {err:.1e}")
+
+
+# ------------------------------------------------------------------------------------------
+# 5. memory
+
+_MEM_CHILD = textwrap.dedent(
+    """
+    import json, sys, torch
+    sys.path.insert(0, {root!r})
+    import gradlab
+    from gradlab import analysis
+    torch.set_num_threads(1)
+    dev = torch.device({device!r})
+    what, B, T, H = {what!r}, {B}, {T}, {H}
+
+    def status(key):  # kB fields of /proc/self/status
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+
+    def reset_peak():  # Linux: writing 5 to clear_refs resets VmHWM to the current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+    torch.manual_seed(0)
+    if what.startswith("rec") or what.startswith("plain"):
+        cls = getattr(torch.nn, what.split("_")[1])
+        m = cls(H, H, batch_first=True).to(dev)
+        x = torch.randn(B, T, H, device=dev)
+    else:
+        m = torch.nn.RNN(4, H, batch_first=True).double().to(dev)
+        x = torch.randn(1, T, 4, dtype=torch.float64, device=dev)
+    def run():
+        if what.startswith("plain"):
+            out, _ = m(x); out[:, -1].pow(2).sum().backward()
+        elif what.startswith("rec"):
+            with gradlab.record(m, quantities=("grad_norm",)) as rec:
+                out, _ = m(x); out[:, -1].pow(2).sum().backward()
+            rec.frame()
+        else:
+            analysis.gradient_flow(m, x)
+
+    run()  # warm-up: one-time costs (lazy imports, allocator pools) are not the peak we want
+    m.zero_grad(set_to_none=False)
+    import gc; gc.collect()
+    reset_peak()
+    base = status("VmRSS")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    run()
+    peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else status("VmHWM")
+    print(json.dumps({{"extra": peak - base}}))
+    """
+)
+
+
+def child_peak(what, device, B, T, H):
+    code = _MEM_CHILD.format(root=str(ROOT), device=device.type, what=what, B=B, T=T, H=H)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["extra"]
+
+
+def bench_memory(device, quick):
+    B, T, H = (8, 30, 64) if quick else (32, 100, 256)
+    for cell in ("LSTM", "RNN", "GRU"):
+        plain = min(child_peak(f"plain_{cell}", device, B, T, H) for _ in range(2))
+        rec = min(child_peak(f"rec_{cell}", device, B, T, H) for _ in range(2))
+        ratio = rec / max(plain, 1)
+        report(f"5. record peak memory / plain, nn.{cell} (B={B},T={T},H={H})", ratio,
+               "<= 1.10x", "x", ratio <= 1.10,
+               f"plain +{plain / 2**20:.0f} MiB, recorded +{rec / 2**20:.0f} MiB")
+    T = 2000 if quick else 100_000
+    extra = child_peak("flow", device, 1, T, 128)
+    report(f"5. gradient_flow T={T}, B=1, H=128 peak memory", extra / 2**30, "< 1 GB", "GiB",
+           extra < 1e9)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def write_table(path: Path, device, quick):
+    dev_name = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() \
+        or platform.machine()
+    lines = [
+        f"# gradlab benchmarks ({device.type}{', quick' if quick else ''})",
+        "",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {platform.node()} / {dev_name} / {os.cpu_count()} CPU cores",
+        f"- torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()},"
+        f" torch threads {torch.get_num_threads()}",
+        "- command: `make bench` (`python benchmarks/bench.py"
+        f"{' --device cuda' if device.type == 'cuda' else ''}`)",
+        "",
+        "| benchmark | value | unit | target | met | details |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for r in ROWS:
+        lines.append(f"| {r['name']} | {r['value']:.3g} | {r['unit']} | {r['target']} | "
+                     f"{'yes' if r['met'] else '**no**'} | {r['note']} |")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--only", default="12345", help="which benchmarks, e.g. 125")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("bench: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / (
+        "results.md" if device.type == "cpu" else f"results-{device.type}.md")
+    for key, fn in (("1", bench_recording), ("2", bench_spectral), ("3", bench_flow_map),
+                    ("4", bench_lyapunov), ("5", bench_memory)):
+        if key in args.only:
+            fn(device, args.quick)
+    write_table(out, device, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
