@@ -76,11 +76,11 @@ def bench_recording(device, quick):
         m = cls(I, H, batch_first=True).to(device)
         x = torch.randn(B, T, I, device=device)
 
-        def plain():
+        def plain(m=m, x=x):
             out, _ = m(x)
             out[:, -1].pow(2).sum().backward()
 
-        def recorded():
+        def recorded(m=m, x=x):
             with gradlab.record(m, quantities=("grad_norm",)) as rec:
                 out, _ = m(x)
                 out[:, -1].pow(2).sum().backward()
