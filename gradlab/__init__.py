@@ -1,12 +1,28 @@
 """gradlab: show, measure and explain vanishing and exploding gradients in recurrent networks.
 
 The public surface: :func:`record` (hooks for any model), the instrumented models in
-:mod:`gradlab.models`, the analysis functions, :mod:`gradlab.theory` and :mod:`gradlab.plot`.
+:mod:`gradlab.models` (and :class:`Unrolled` for a user's own cell), the analysis functions
+(:func:`gradient_flow`, :func:`flow_map`, :func:`jacobian_spectrum`, :func:`lyapunov_spectrum`,
+:func:`bptt_by_lag`), :mod:`gradlab.theory`, :mod:`gradlab.init`, :mod:`gradlab.tasks`,
+:mod:`gradlab.train`, :mod:`gradlab.plot` (imported on demand; it never imports torch) and the
+``gradlab`` command line.
 """
 
-from . import models
+from . import models, theory
 from ._record import Recording, record
+from .analysis import bptt_by_lag, flow_map, gradient_flow, jacobian_spectrum, lyapunov_spectrum
 from .models import Unrolled
 
 __version__ = "0.1.0"
-__all__ = ["record", "Recording", "models", "Unrolled"]
+__all__ = [
+    "record",
+    "Recording",
+    "models",
+    "Unrolled",
+    "gradient_flow",
+    "flow_map",
+    "jacobian_spectrum",
+    "lyapunov_spectrum",
+    "bptt_by_lag",
+    "theory",
+]
