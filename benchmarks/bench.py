@@ -166,12 +166,16 @@ def bench_flow_map(device, quick):
 # 4. Lyapunov spectrum
 
 
-def numpy_benettin(W, steps):
-    """Reference: plain NumPy Benettin loop, QR every step (zero input, tanh RNN)."""
+def numpy_benettin(W, h, steps):
+    """Reference: plain NumPy Benettin loop, QR every step (zero input, tanh RNN).
+
+    Finite-time exponents depend on the initial tangent frame, so it starts from the same one
+    as gradlab (a QR of a float64 N(0, 1) matrix from torch's generator seeded 0): the two then
+    compute the same products of R factors and must agree to rounding.
+    """
     N = W.shape[0]
-    rng = np.random.default_rng(0)
-    h = rng.standard_normal(N) * 0.5
-    Q = np.linalg.qr(rng.standard_normal((N, N)))[0]
+    gen = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(N, N, generator=gen, dtype=torch.float64))[0].numpy()
     acc = np.zeros(N)
     for _ in range(steps):
         h = np.tanh(W @ h)
@@ -191,14 +195,14 @@ def bench_lyapunov(device, quick):
         m.weight_ih_l0.zero_()
     m = m.to(device)
     x = torch.zeros(1, steps, 1, dtype=torch.float64, device=device)
-    h0 = torch.from_numpy(np.random.default_rng(0).standard_normal(N) * 0.5).view(1, 1, N)
-    h0 = h0.to(device)
+    h_init = np.random.default_rng(0).standard_normal(N) * 0.5
+    h0 = torch.from_numpy(h_init).view(1, 1, N).to(device)
 
     def ours():
         return analysis.lyapunov_spectrum(m, x, k=N, warmup=0, h0=h0)
 
     t_ours, df = timed(ours, device)
-    t_np, ref = timed(lambda: numpy_benettin(W, steps), torch.device("cpu"))
+    t_np, ref = timed(lambda: numpy_benettin(W, h_init, steps), torch.device("cpu"))
     lam = df[df.quantity == "lyapunov_exponent"].sort_values("index").value.to_numpy()
     err = float(np.abs(lam - ref).max())
     ratio = t_np / t_ours
@@ -315,7 +319,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--only", default="12345", help="which benchmarks, e.g. 125")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's own choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench: --device cuda but no CUDA device is available", file=sys.stderr)
