@@ -17,6 +17,16 @@ gate values recomputed in one batched matmul from the recorded h sequence (for R
 from h alone). δs is the state-space gradient: (∂L/∂h_t, ∂L/∂c_t) for LSTM, c_t with h_t held
 fixed, so that δs_{t-1} = J_tᵀ δs_t holds with the Jacobian over (h, c).
 
+On CUDA a second route is faster (no loop over steps for RNN and LSTM): the layer input gets
+zero-valued extra columns whose input weights are a detached copy of W_hh. Since
+a_t = W_ih x_t + W_hh h_{t-1} + b, the gradient reaching those columns at t is W_hhᵀ ∂L/∂a_t,
+exactly the recurrent part of δ_{t-1}; the direct part is added from the output hook. GRU's
+h_{t-1} also enters through r ⊙ (W_hn h + b_hn) and z ⊙ h_{t-1}, so its extra weights are
+[[W_hr, 0], [W_hz, 0], [0, I]], giving W_hrᵀ g_r + W_hzᵀ g_z and g_n, and
+δ_{t-1} = direct + W_hrᵀ g_r + W_hzᵀ g_z + W_hnᵀ(r_t ⊙ g_n) + z_t ⊙ δ_t (element-wise loop). The
+extra columns are exact zeros, so outputs and gradients are unchanged up to the blocking of the
+input GEMM. On CPU the three extra GEMMs cost more than the recursion, which is used there.
+
 gradlab's own ``models.RNN/LSTM/GRU`` and ``models.Unrolled`` are unrolled in Python: a tensor hook
 on each step's state reads δ_t directly.
 
@@ -328,22 +338,32 @@ def _fused_forward(module: nn.Module, rec: Recording, opts: dict, name: str, inp
     h_n, c_n = [], []
     for layer in range(L):
         ps = [_cells.params_from_module(module, layer, d) for d in range(D)]
-        flat: list[Tensor] = []
-        for p in ps:
-            flat += [p.w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if module.bias else [])
         sl = slice(layer * D, (layer + 1) * D)
         h0_l = h0[sl].contiguous()
-        anchors = [t for t in flat + [layer_in] if t.requires_grad]
+        anchors = [t for p in ps for t in (p.w_ih, p.w_hh, p.b_ih, p.b_hh)
+                   if t is not None and t.requires_grad]
+        anchors += [layer_in] if layer_in.requires_grad else []
         tap = None
+        inp = layer_in
+        extra = want_grad and anchors and _strategy(x) == "extra_input"
         if want_grad and anchors:
-            # the initial state passes through a tap whose backward runs right after this
-            # layer's fused backward, when every direct gradient on the layer's outputs is known
-            tap = _Tap()
-            h0_l = tap(h0_l, *anchors)
+            # a tap node whose backward runs right after this layer's fused backward, when every
+            # direct gradient on the layer's outputs is known: on zero-valued extra input columns
+            # ("extra_input") or on the initial state ("recursion"); see the module docstring
+            tap = _Tap(extra)
+            if extra:
+                width = (2 if kind == "gru" else 1) * D * H
+                inp = torch.cat([layer_in, tap(x.new_zeros(B, T, width), *anchors)], dim=-1)
+            else:
+                h0_l = tap(h0_l, *anchors)
+        flat: list[Tensor] = []
+        for d, p in enumerate(ps):
+            w_ih = torch.cat([p.w_ih, _extra_weights(p, d, D)], dim=1) if extra else p.w_ih
+            flat += [w_ih, p.w_hh] + ([p.b_ih, p.b_hh] if module.bias else [])
         hx_l = (h0_l, c0[sl].contiguous()) if kind == "lstm" else h0_l
         with warnings.catch_warnings():  # cuDNN: our per-call weights are not one flat buffer
             warnings.filterwarnings("ignore", message=".*single contiguous chunk.*")
-            res = fused(layer_in, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
+            res = fused(inp, hx_l, flat, module.bias, 1, 0.0, module.training, D == 2, True)
         out, hn = res[0], res[1]  # (B, T, D·H), (D, B, H)
         cn = res[2] if kind == "lstm" else None
         h_n.append(hn)
@@ -373,6 +393,32 @@ def _direction_views(layer_in: Tensor, out: Tensor, d: int, H: int) -> tuple[Ten
     return (layer_in.flip(1), hs.flip(1)) if d else (layer_in, hs)
 
 
+# How the fused path reads the recurrent gradient: None = by device ("extra_input" on CUDA, where
+# the extra columns are one more batched GEMM inside cuDNN and the result needs no loop over
+# steps; "recursion" on CPU, where the extra columns would cost three full GEMMs). Tests set it.
+_STRATEGY: str | None = None
+
+
+def _strategy(x: Tensor) -> str:
+    if _STRATEGY is not None:
+        return _STRATEGY
+    return "extra_input" if x.is_cuda else "recursion"
+
+
+def _extra_weights(p: _cells.CellParams, d: int, D: int) -> Tensor:
+    """Input weights of the zero-valued extra columns for direction d (module docstring)."""
+    H = p.hidden_size
+    W = p.w_hh.detach()
+    if p.kind != "gru":
+        E = W.new_zeros(W.shape[0], D * H)
+        E[:, d * H:(d + 1) * H] = W
+        return E
+    E = W.new_zeros(3 * H, 2 * D * H)
+    E[: 2 * H, 2 * d * H:(2 * d + 1) * H] = W[: 2 * H]
+    E[2 * H:, (2 * d + 1) * H:(2 * d + 2) * H] = torch.eye(H, dtype=W.dtype, device=W.device)
+    return E
+
+
 class _TapFn(torch.autograd.Function):
     """Identity on ``x`` whose backward first calls ``tap.callback`` and then passes the gradient
     through unchanged (no change to any gradient). Its extra inputs ("anchors", the layer's
@@ -389,12 +435,13 @@ class _TapFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         if ctx.tap.callback is not None:
-            ctx.tap.callback()
+            ctx.tap.callback(g)
         return (None, g if ctx.x_grad else None) + (None,) * ctx.n
 
 
 class _Tap:
-    def __init__(self):
+    def __init__(self, extra: bool):
+        self.extra = extra  # on the extra input columns (else on the initial state)
         self.callback = None
 
     def __call__(self, x, *anchors):
@@ -419,10 +466,13 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
         handles.append(cn.register_hook(keep("cn")))
     saved = (layer_in.detach(), out.detach(), h0.detach(), None if c0 is None else c0.detach())
 
-    def on_backward():
+    def on_backward(g: Tensor):
         try:
             with torch.no_grad():
-                _finish_grads(rec, opts, name, call, layer, ps, saved, box)
+                if tap.extra:  # g is the gradient on the extra input columns
+                    _finish_grads_extra(rec, opts, name, call, layer, ps, saved, box, g.detach())
+                else:
+                    _finish_grads(rec, opts, name, call, layer, ps, saved, box)
         finally:
             box.clear()
 
@@ -430,6 +480,51 @@ def _install_grad_hooks(rec, opts, name, call, layer, ps, layer_in, out, hn, cn,
     handles.append(tap)
     rec_handles = opts["_tensor_handles"]
     rec_handles.extend(handles)
+
+
+def _finish_grads_extra(rec, opts, name, call, layer, ps, saved, box, ge):
+    """Totals from the gradient ``ge`` on the extra input columns (B, T, width):
+    RNN/LSTM: ge_t = W_hhᵀ ∂L/∂a_t, the recurrent part of δ_{t-1}, so δ needs no loop;
+    GRU: ge_t = (W_hrᵀ g_r + W_hzᵀ g_z, g_n), then δ_{t-1} += W_hnᵀ(r_t ⊙ g_n) + z_t ⊙ δ_t."""
+    layer_in, out, h0, c0 = saved
+    B, T = out.shape[:2]
+    H = ps[0].hidden_size
+    kind = ps[0].kind
+    g_out = box.get("out")
+    for d, p in enumerate(ps):
+        p = p.detach()
+        direct = out.new_zeros(B, T, H) if g_out is None else g_out[..., d * H:(d + 1) * H]
+        delta = (direct.flip(1) if d else direct).clone()  # (B, T, H), processing order
+        if "hn" in box:
+            delta[:, -1] += box["hn"][d]
+        xi, hs = _direction_views(layer_in, out, d, H)
+        if kind == "gru":
+            u = ge[..., 2 * d * H:(2 * d + 1) * H]
+            gn = ge[..., (2 * d + 1) * H:(2 * d + 2) * H]
+            u, gn = (u.flip(1), gn.flip(1)) if d else (u, gn)
+            cache = _layer_cache(p, xi, hs, h0[d], None)
+            rec_part = u + torch.matmul(cache["r"] * gn, p.w_hh[2 * H:])
+            delta[:, :-1] += rec_part[:, 1:]
+            z = cache["z"]
+            for t in range(T - 1, 0, -1):
+                delta[:, t - 1] += z[:, t] * delta[:, t]
+        else:
+            r = ge[..., d * H:(d + 1) * H]
+            delta[:, :-1] += (r.flip(1) if d else r)[:, 1:]
+        _check_finite(delta, name, f"the gradient reaching layer {layer} direction {d}")
+        if "grad_norm" in opts["quantities"]:
+            rec._add(name, call, layer, d, "grad_norm", torch.linalg.vector_norm(delta, dim=-1))
+        if kind == "lstm" and "grad_norm_c" in opts["quantities"]:
+            # ∂L/∂c_t (h_t held fixed) = f_{t+1} ⊙ (δ_{t+1} ⊙ o_{t+1}(1 - tanh² c_{t+1}) + ∂L/∂c_{t+1})
+            cache = _lstm_cache_from_h(p, xi, hs, h0[d], c0[d])
+            a = cache["o"] * (1 - cache["tanh_c"] ** 2)
+            f = cache["f"]
+            dc = torch.zeros_like(delta)
+            if "cn" in box:
+                dc[:, -1] = box["cn"][d]
+            for t in range(T - 2, -1, -1):
+                dc[:, t] = f[:, t + 1] * (delta[:, t + 1] * a[:, t + 1] + dc[:, t + 1])
+            rec._add(name, call, layer, d, "grad_norm_c", torch.linalg.vector_norm(dc, dim=-1))
 
 
 class _ChunkedCache:

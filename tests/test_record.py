@@ -73,9 +73,13 @@ def test_grad_norm_matches_autograd(kind, L, bi, bf, device):
                                        rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("strategy", ["extra_input", "recursion"])
 @pytest.mark.parametrize("kind", list(CLS))
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
-def test_outputs_and_parameter_grads_unchanged(kind, dtype, rtol, device):
+def test_outputs_and_parameter_grads_unchanged(kind, dtype, rtol, strategy, monkeypatch, device):
+    from gradlab import _record
+
+    monkeypatch.setattr(_record, "_STRATEGY", strategy)
     m = make(kind, L=2, bi=True, dtype=dtype, device=device)
     x = torch.randn(4, 12, 3, dtype=dtype, device=device)
     out0, st0 = m(x)
@@ -327,3 +331,27 @@ def test_property_record_matches_autograd(kind, B, T, H, L, bi, bf):
         want = torch.linalg.vector_norm(g["h"], dim=-1).numpy()
         np.testing.assert_allclose(series(df, "grad_norm", layer, d, True), want,
                                    rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("strategy", ["extra_input", "recursion"])
+@pytest.mark.parametrize("kind", list(CLS))
+def test_both_gradient_routes_match_autograd(kind, strategy, monkeypatch, device):
+    """The fused path reads δ_t by a BPTT recursion (CPU default) or from zero-valued extra
+    input columns (CUDA default); both must give autograd's per-step norms."""
+    from gradlab import _record
+
+    monkeypatch.setattr(_record, "_STRATEGY", strategy)
+    m = make(kind, L=2, bi=True, device=device)
+    x = torch.randn(3, 8, 3, dtype=torch.float64, device=device)
+    _, df = recorded(m, x, per_sample=True,
+                     quantities=("grad_norm", "grad_norm_c") if kind == "lstm" else ("grad_norm",))
+    m.zero_grad()
+    _, _, ref = reference_run(m, x, loss_fn)
+    for (layer, d), g in ref.items():
+        want = torch.linalg.vector_norm(g["h"], dim=-1).cpu().numpy()
+        np.testing.assert_allclose(series(df, "grad_norm", layer, d, True), want, rtol=1e-10,
+                                   atol=1e-14)
+        if kind == "lstm":
+            want_c = torch.linalg.vector_norm(g["c"], dim=-1).cpu().numpy()
+            np.testing.assert_allclose(series(df, "grad_norm_c", layer, d, True), want_c,
+                                       rtol=1e-10, atol=1e-14)
