@@ -29,7 +29,7 @@ from torch import Tensor
 
 from . import _cells
 from ._cells import CellParams
-from ._flow import time_chunk
+from ._flow import _slice, cache_range, forward_states, time_chunk
 
 
 def _orthonormalise(V: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,13 +88,20 @@ def benettin(
     stride = max(1, (T - warmup) // max(1, trace_points))
     next_rec = stride
     finite = True
+    # the trajectory is forward_states' (chunk by chunk, with its own chunk size, so bitwise
+    # the states every other analysis sees), and the step intermediates come batched per chunk
     c = time_chunk(p, 1, _cells.GATES[p.kind] * p.hidden_size)
     for a in range(0, T, c):
-        xa = _cells.input_preact(p, u1[a : a + c])  # (c, G·H)
-        for j in range(xa.shape[0]):
+        ua = u1[None, a : a + c]  # (1, c, I)
+        st = forward_states(p, ua, s[None])  # (1, c, S)
+        if not bool(torch.isfinite(st).all()):
+            finite = False
+            break
+        cache = cache_range(p, ua, st, s[None], 0, st.shape[1])
+        s = st[0, -1]
+        for j in range(st.shape[1]):
             t = a + j
-            s, cache = _cells.step_from_preact(p, xa[j], s)
-            V = _cells.jvp_from_cache(p, cache, V)  # (k, S): J_t v for each row v
+            V = _cells.jvp_from_cache(p, _slice(cache, j), V)  # (k, S): J_t v for each row v
             since += 1
             if since < m and t != warmup - 1 and t != T - 1:
                 continue
@@ -115,9 +122,6 @@ def benettin(
                     else int(min(max_every, max(1, math.log(kappa) / spread)))
                 )
             since = 0
-        finite = finite and bool(torch.isfinite(s).all())
-        if not finite:
-            break
     lam = acc / max(n_acc, 1)
     tr = torch.stack(trace) if trace else acc.new_empty((0, k))
     return lam, tr, torch.as_tensor(trace_t, dtype=torch.long), finite

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradlab import _flow, analysis
+from gradlab import _cells, analysis
 from gradlab._cells import CellParams
 from tests.test_analysis_flow import make_module
 from tests.test_analysis_map import jacrev_products
@@ -111,8 +111,6 @@ def test_matches_numpy_benettin_chaotic_tanh(qr_every, device):
     # the trajectory lyapunov_spectrum follows: gradlab's cell (equal to torch.nn.RNN's output
     # on CPU, test_cells; on CUDA cuDNN rounds differently and, the system being chaotic, the
     # two trajectories part after ~200 steps, so the reference must ride on the same one)
-    from gradlab import _cells
-
     p = _cells.params_from_module(m).detach()
     h = _cells.unroll(p, x, h0[0]).detach()[0].cpu().numpy()  # (T, N)
     Wn = W.numpy()
