@@ -112,6 +112,7 @@ class Experiment:
     points: tuple[Point, ...]
     scale: str
     path: Path
+    skipped: tuple[tuple[dict[str, Any], str], ...] = ()  # (params, reason): not applicable
 
 
 def point_key(study: str | _studies.Study, params: Mapping[str, Any]) -> str:
@@ -392,12 +393,24 @@ def load_experiment(path: str | os.PathLike[str], scale: str = "default") -> Exp
     st = ck.study
     assert st is not None
     grid, fixed = resolved[scale]
-    points = []
+    points, skipped = [], []
     for combo in itertools.product(*grid.values()):
         given = {**fixed, **dict(zip(grid, combo, strict=True))}
         params = {k: given.get(k, p.default) for k, p in st.params.items()}
+        reason = st.skip_reason(params)
+        if reason is not None:
+            skipped.append((params, reason))
+            continue
         points.append(
             Point(experiment=name, study=st.name, params=params, key=point_key(st, params))
+        )
+    if not points:
+        raise ExperimentError(
+            path,
+            [
+                f"[grid]: no applicable point at scale {scale} ({len(skipped)} left out, e.g. "
+                f"{skipped[0][1]}); add values for which study {toml_repr(st.name)} applies"
+            ],
         )
     return Experiment(
         name=name,
@@ -407,6 +420,7 @@ def load_experiment(path: str | os.PathLike[str], scale: str = "default") -> Exp
         points=tuple(points),
         scale=scale,
         path=path,
+        skipped=tuple(skipped),
     )
 
 

@@ -21,6 +21,11 @@ takes its randomness from ``point["seed"]``). It returns tidy long rows with at 
 ``version`` is the study's schema version: it is part of every point's cache key, so bump it when
 the function's output changes and cached results become stale.
 
+``applicable`` (optional) is ``fn(point) -> str | None``: a reason why a resolved point makes no
+sense (e.g. the identity init "irnn" for an LSTM), or None. Such points are left out when the
+grid is expanded (``Experiment.skipped`` lists them with their reasons), so a grid may cross
+every cell with every init and keep only the meaningful pairs.
+
 Workers (a spawned local process or a Ray task) import this module and look the study up by name,
 so a study must be registered at import time of this module (or of the module that defines it,
 which the worker imports too).
@@ -177,21 +182,34 @@ class Study:
     version: int = 1
     description: str = ""
     module: str = field(default="", compare=False)
+    applicable: Callable[[dict[str, Any]], str | None] | None = field(default=None, compare=False)
 
     def __call__(self, point: Mapping[str, Any]) -> pd.DataFrame:
         return self.fn(dict(point))
+
+    def skip_reason(self, point: Mapping[str, Any]) -> str | None:
+        """Why the resolved ``point`` is not applicable to this study, or None if it is."""
+        if self.applicable is None:
+            return None
+        reason = self.applicable(dict(point))
+        return str(reason) if reason else None
 
 
 _REGISTRY: dict[str, Study] = {}
 
 
 def study(
-    name: str, *, params: Mapping[str, Any], version: int = 1
+    name: str,
+    *,
+    params: Mapping[str, Any],
+    version: int = 1,
+    applicable: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Callable[[Callable[[dict[str, Any]], pd.DataFrame]], Callable[[dict[str, Any]], pd.DataFrame]]:
     """Register ``fn(point: dict) -> DataFrame`` as study ``name`` with a typed schema.
 
     params maps each parameter name to a ``Param`` or, as shorthand, to a scalar default.
     version is part of every point's cache key: bump it when the study's output changes.
+    applicable(point) returns a reason (str) to leave a resolved point out of the grid, or None.
     """
     schema = types.MappingProxyType({k: _as_param(v) for k, v in params.items()})
     for key in schema:
@@ -209,6 +227,7 @@ def study(
             version=int(version),
             description=doc[0] if doc else "",
             module=fn.__module__,
+            applicable=applicable,
         )
         return fn
 
@@ -264,3 +283,405 @@ def toy(point: dict[str, Any]) -> pd.DataFrame:
             "value": np.concatenate([decay, noise]),
         }
     )
+
+
+# --- the gradlab studies ---------------------------------------------------------------------
+#
+# Shared conventions. A network is a stock torch.nn.RNN/LSTM/GRU (batch_first, one layer) in
+# float64, initialised by gradlab.init.apply_init; the input x (B, T, I) is i.i.d. N(0, input_std²)
+# unless a study says otherwise. Weights and inputs draw from two independent seeds derived from
+# ``seed``, so the same seed gives the same network for every input (and vice versa). torch is
+# imported inside the study functions: importing this module (the CLI, `gradlab list`) stays
+# light, and a worker pays for torch once, on its first point.
+
+_INIT_CELLS = {  # initialisations defined for some cells only (gradlab.init raises otherwise)
+    "irnn": ("rnn_tanh", "rnn_relu"),
+    "forget_bias": ("lstm",),
+    "chrono": ("lstm", "gru"),
+}
+_GATED = ("lstm", "gru")
+
+
+def _inits() -> list[str]:
+    from gradlab.init import available_inits
+
+    return available_inits()
+
+
+def _init_applies(point: dict[str, Any]) -> str | None:
+    """Reason why ``point["init"]`` does not apply to ``point["cell"]``, or None."""
+    cells = _INIT_CELLS.get(point.get("init", "default"))
+    if cells is not None and point["cell"] not in cells:
+        return f"init {point['init']!r} is defined for {'/'.join(cells)} only, not {point['cell']}"
+    return None
+
+
+def _derived_seed(seed: int, tag: str) -> int:
+    """An independent 63-bit seed for one use (``tag``) of the point's ``seed``."""
+    import zlib
+
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(tag.encode())])
+    return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _network(cell: str, input_size: int, hidden_size: int, init: str, seed: int, seq_len: int):
+    """A float64 stock recurrent module of ``cell``, initialised by scheme ``init``."""
+    import torch
+    from torch import nn
+
+    from gradlab.init import apply_init
+
+    kw = dict(batch_first=True, dtype=torch.float64)
+    if cell.startswith("rnn_"):
+        net = nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kw)
+    elif cell == "lstm":
+        net = nn.LSTM(input_size, hidden_size, **kw)
+    else:
+        net = nn.GRU(input_size, hidden_size, **kw)
+    params = {"t_max": float(max(seq_len, 3))} if init == "chrono" else {}
+    apply_init(net, init, generator=_derived_seed(seed, "weights"), **params)
+    return net.requires_grad_(False)
+
+
+def _inputs(batch: int, seq_len: int, input_size: int, std: float, seed: int, tag: str = "x"):
+    """x (B, T, I) ~ N(0, std²), float64, from the point's input seed."""
+    import torch
+
+    g = torch.Generator().manual_seed(_derived_seed(seed, tag))
+    return std * torch.randn(batch, seq_len, input_size, generator=g, dtype=torch.float64)
+
+
+def _decay_summary(lag: np.ndarray, log10_norm: np.ndarray, fit_min_lag: int, fraction: float):
+    """Fitted decay of one curve: {quantity: value} (theory.fit_decay_rate, memory_length)."""
+    from gradlab import theory
+
+    keep = lag >= fit_min_lag
+    try:
+        fit = theory.fit_decay_rate(lag[keep], log10_norm[keep])
+        rates = (fit.log10_rate, fit.ln_rate, fit.r2)
+    except ValueError:  # fewer than two finite points
+        rates = (np.nan, np.nan, np.nan)
+    return {
+        "log10_decay_rate": rates[0],
+        "ln_decay_rate": rates[1],
+        "fit_r2": rates[2],
+        "memory_length": theory.memory_length(lag, log10_norm, fraction),
+    }
+
+
+_CELL = Param(str, allowed=CELLS, doc="rnn_tanh, rnn_relu, lstm or gru")
+_INIT = Param(str, default="default", allowed=_inits, doc="a gradlab.init scheme")
+
+
+@study(
+    "gradient_decay",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "cell": _CELL,
+        "init": _INIT,
+        "hidden_size": 128,
+        "input_size": 32,
+        "seq_len": Param(int, default=300, doc="T; the loss is at step T-1"),
+        "batch_size": Param(int, default=32, doc="sequences; values are batch means of log10"),
+        "input_std": 1.0,
+        "fit_min_lag": Param(int, default=0, doc="fit the rate on lags >= this"),
+        "memory_fraction": Param(float, default=1e-3, doc="memory length: lag of this drop"),
+        "seed": 0,
+    },
+)
+def gradient_decay(point: dict[str, Any]) -> pd.DataFrame:
+    """Decay of ||dL/dh_{T-k}|| with lag k (gradient_flow) and its fitted rate and memory length.
+
+    The loss is <u, h_{T-1}> with u a unit vector (analysis.gradient_flow); h_{-1} = 0. Rows:
+    quantity "log10_grad_norm" per (step, lag), the batch mean of log10 norms; one row each of
+    "log10_decay_rate" (least-squares slope in log10 per step over lags >= fit_min_lag),
+    "ln_decay_rate" (the same in ln per step), "fit_r2", "memory_length" (first lag at which the
+    norm is memory_fraction of its lag-0 value; inf if never within T) and
+    "log10_grad_norm_at_start" (the gradient reaching step 0, lag T-1).
+    """
+    import torch
+
+    from gradlab.analysis import gradient_flow
+
+    torch.set_num_threads(1)
+    p = point
+    net = _network(p["cell"], p["input_size"], p["hidden_size"], p["init"], p["seed"], p["seq_len"])
+    x = _inputs(p["batch_size"], p["seq_len"], p["input_size"], p["input_std"], p["seed"])
+    flow = gradient_flow(net, x)
+    curve = flow[flow["quantity"] == "log10_grad_norm"].sort_values("lag")
+    lag = curve["lag"].to_numpy(float)
+    y = curve["value"].to_numpy(float)
+    summary = _decay_summary(lag, y, p["fit_min_lag"], p["memory_fraction"])
+    summary["log10_grad_norm_at_start"] = float(y[-1])
+    rows = pd.DataFrame({"quantity": list(summary), "value": list(summary.values())})
+    return pd.concat([curve.reset_index(drop=True), rows], ignore_index=True)
+
+
+@study(
+    "flow_map",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "cell": _CELL,
+        "init": _INIT,
+        "hidden_size": 64,
+        "input_size": 32,
+        "seq_len": 100,
+        "input_std": 1.0,
+        "norms": Param(list[str], default=["spectral"], allowed=("spectral", "frobenius")),
+        "seed": 0,
+    },
+)
+def flow_map_study(point: dict[str, Any]) -> pd.DataFrame:
+    """The T x T map log10 ||dh_t/dh_k|| (t >= k) of one input sequence (analysis.flow_map).
+
+    Rows: t, k, lag = t - k, quantity "log10_jac_norm_spectral" / "log10_jac_norm_frobenius".
+    The state is the full state (h, c) for an LSTM.
+    """
+    import torch
+
+    from gradlab.analysis import flow_map
+
+    torch.set_num_threads(1)
+    p = point
+    net = _network(p["cell"], p["input_size"], p["hidden_size"], p["init"], p["seed"], p["seq_len"])
+    x = _inputs(1, p["seq_len"], p["input_size"], p["input_std"], p["seed"])
+    return flow_map(net, x, norms=tuple(p["norms"]))
+
+
+@study(
+    "gain_sweep",
+    version=1,
+    params={
+        "gain": Param(float, doc="sigma_w: W_hh ~ N(0, gain^2 / N)"),
+        "input_std": Param(float, doc="sigma_in: std of each unit's input drive (W_ih x_t)_i"),
+        "hidden_size": Param(int, default=256, doc="N"),
+        "seq_len": Param(int, default=200, doc="steps analysed after the warm-up"),
+        "warmup": Param(int, default=100, doc="steps run first, from h ~ N(0, 1), to reach q*"),
+        "batch_size": 16,
+        "fit_min_lag": Param(int, default=10, doc="fit the rate on lags >= this"),
+        "lyapunov_samples": Param(int, default=4, doc="trajectories averaged for lambda_max"),
+        "seed": 0,
+    },
+)
+def gain_sweep(point: dict[str, Any]) -> pd.DataFrame:
+    """Random tanh RNN at gain sigma_w: measured gradient rate and lambda_max vs mean field.
+
+    Network: h_t = tanh(W h_{t-1} + U x_t), W_ij ~ N(0, sigma_w²/N) (init "gaussian", no bias),
+    U_ij ~ N(0, 1/N) and x_t ~ N(0, input_std²) fresh every step and unit (I = N), so the input
+    drive (U x_t)_i has variance input_std² = theory's sigma_in² (x = 0 exactly for input_std 0).
+    The dynamics first run ``warmup`` steps from h ~ N(0, 1), so the analysed window starts at
+    the stationary q* (for input_std = 0 and sigma_w < 1 the state has collapsed to 0).
+
+    Rows, ``source`` = "measured":
+      decay_rate    ln-per-step slope of log10 ||dL/dh_{T-k}|| (gradient_flow, batch mean of
+                    log10, times ln 10) over lags fit_min_lag..T-1 after the warm-up;
+      decay_fit_r2  its coefficient of determination;
+      lyapunov      the largest Lyapunov exponent (lyapunov_spectrum, k = 1, averaging after the
+                    warm-up), mean over ``lyapunov_samples`` trajectories;
+      q_star        the mean squared pre-activation over the analysed window.
+    ``source`` = "theory" (gradlab.theory.mean_field_table at this gain and sigma_in): q_star,
+    chi1, decay_rate and lyapunov (both ½ ln chi_1), depth_scale; and edge_of_chaos (the
+    sigma_w with chi_1 = 1 at this sigma_in).
+    """
+    import torch
+
+    from gradlab import theory
+    from gradlab.analysis import gradient_flow, lyapunov_spectrum
+    from gradlab.init import apply_init
+
+    torch.set_num_threads(1)
+    p = point
+    N, T, W, B = p["hidden_size"], p["seq_len"], p["warmup"], p["batch_size"]
+    net = torch.nn.RNN(N, N, batch_first=True, dtype=torch.float64)
+    apply_init(net, "gaussian", generator=_derived_seed(p["seed"], "weights"), gain=p["gain"],
+               input_std=1.0 / np.sqrt(N))  # fmt: skip
+    net.requires_grad_(False)
+    x = _inputs(B, W + T, N, p["input_std"], p["seed"])  # (B, W+T, N)
+    g = torch.Generator().manual_seed(_derived_seed(p["seed"], "h0"))
+    h0 = torch.randn(1, B, N, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out_w, h_w = net(x[:, :W], h0)  # h_w (1, B, N): the state entering the window
+        out, _ = net(x[:, W:], h_w)  # (B, T, N)
+        h_prev = torch.cat([h_w.transpose(0, 1), out[:, :-1]], dim=1)  # h_{t-1}, (B, T, N)
+        pre = x[:, W:] @ net.weight_ih_l0.T + h_prev @ net.weight_hh_l0.T  # biases are 0
+    q_measured = float((pre**2).mean())
+
+    flow = gradient_flow(net, x[:, W:], h0=h_w)
+    curve = flow[(flow["quantity"] == "log10_grad_norm") & (flow["lag"] >= p["fit_min_lag"])]
+    fit = theory.fit_decay_rate(curve["lag"].to_numpy(float), curve["value"].to_numpy(float))
+    lams = []
+    for s in range(min(p["lyapunov_samples"], B)):
+        ly = lyapunov_spectrum(net, x, k=1, warmup=W, h0=h0, sample=s)
+        lams.append(float(ly.loc[ly["quantity"] == "lyapunov_exponent", "value"].iloc[0]))
+
+    measured = pd.DataFrame({
+        "quantity": ["decay_rate", "decay_fit_r2", "lyapunov", "q_star"],
+        "value": [fit.ln_rate, fit.r2, float(np.mean(lams)), q_measured],
+        "source": "measured",
+    })  # fmt: skip
+    mf = theory.mean_field_table([p["gain"]], sigma_in=p["input_std"])
+    mf = mf[["quantity", "value", "source"]]
+    edge = pd.DataFrame({
+        "quantity": ["edge_of_chaos"],
+        "value": [float(theory.edge_of_chaos(sigma_in=p["input_std"]))],
+        "source": "theory",
+    })  # fmt: skip
+    return pd.concat([measured, mf, edge], ignore_index=True)
+
+
+@study(
+    "jacobian_spectrum",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "cell": _CELL,
+        "init": _INIT,
+        "hidden_size": 64,
+        "input_size": 32,
+        "seq_len": Param(int, default=100, doc="products end at step T-1"),
+        "lags": Param(list[int], default=[1, 10, 50], doc="product lengths k"),
+        "batch_size": Param(int, default=4, doc="input sequences (samples)"),
+        "input_std": 1.0,
+        "seed": 0,
+    },
+)
+def jacobian_spectrum_study(point: dict[str, Any]) -> pd.DataFrame:
+    """Singular values of dh_{T-1}/dh_{T-1-k} for each product length k (analysis.jacobian_spectrum).
+
+    Rows: lag (= k), step (T-1), sample, index (0 = largest), quantity "singular_value" and
+    "log10_singular_value". The state is (h, c) for an LSTM (2H singular values).
+    """
+    import torch
+
+    from gradlab.analysis import jacobian_spectrum
+
+    torch.set_num_threads(1)
+    p = point
+    net = _network(p["cell"], p["input_size"], p["hidden_size"], p["init"], p["seed"], p["seq_len"])
+    x = _inputs(p["batch_size"], p["seq_len"], p["input_size"], p["input_std"], p["seed"])
+    return jacobian_spectrum(net, x, lags=tuple(p["lags"]))
+
+
+@study(
+    "bptt_by_lag",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "cell": _CELL,
+        "init": _INIT,
+        "hidden_size": 64,
+        "input_size": 32,
+        "seq_len": 100,
+        "batch_size": 32,
+        "input_std": 1.0,
+        "seed": 0,
+    },
+)
+def bptt_by_lag_study(point: dict[str, Any]) -> pd.DataFrame:
+    """The BPTT gradient of L = sum(h_{T-1}) split by lag, per parameter (analysis.bptt_by_lag).
+
+    Rows: step, lag, param (weight_ih, weight_hh, bias_ih, bias_hh), quantity
+    "contribution_norm" (Frobenius norm of the lag-k term of dL/dW, summed over the batch).
+    """
+    import torch
+
+    from gradlab.analysis import bptt_by_lag
+
+    torch.set_num_threads(1)
+    p = point
+    net = _network(p["cell"], p["input_size"], p["hidden_size"], p["init"], p["seed"], p["seq_len"])
+    x = _inputs(p["batch_size"], p["seq_len"], p["input_size"], p["input_std"], p["seed"])
+    return bptt_by_lag(net, x)
+
+
+@study(
+    "train",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "task": Param(str, allowed=("adding", "copy", "digits")),
+        "seq_len": Param(int, doc="the task's length (copy: the delay)"),
+        "cell": _CELL,
+        "init": _INIT,
+        "clip_norm": Param(float, default=0.0, doc="clip the gradient norm at this; 0 = off"),
+        "hidden_size": 32,
+        "steps": 1500,
+        "batch_size": 64,
+        "lr": 1e-2,
+        "optimizer": Param(str, default="adam", allowed=("adam", "rmsprop", "sgd")),
+        "track_every": Param(int, default=50, doc="record ||dL/dh_t|| every this many updates"),
+        "eval_every": Param(int, default=0, doc="0: steps // 10"),
+        "seed": 0,
+    },
+)
+def train_study(point: dict[str, Any]) -> pd.DataFrame:
+    """Train a one-layer network with a linear read-out on a long-dependency task (train.train).
+
+    Rows (see gradlab.train): per iteration "loss", "grad_norm_total" (and "grad_norm_clipped"
+    with clipping); per evaluation "eval_loss", "baseline" (the no-memory loss), "accuracy"
+    (copy, digits); every track_every updates "grad_norm" ||dL/dh_t|| per step t (and
+    "grad_norm_c" for the LSTM cell state), the batch mean from gradlab.record.
+    """
+    import torch
+
+    from gradlab.train import train
+
+    torch.set_num_threads(1)
+    p = point
+    params = {"t_max": float(max(p["seq_len"], 3))} if p["init"] == "chrono" else None
+    df = train(
+        p["cell"],
+        p["task"],
+        seq_len=p["seq_len"],
+        hidden_size=p["hidden_size"],
+        steps=p["steps"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
+        optimizer=p["optimizer"],
+        clip_norm=p["clip_norm"] or None,
+        init=p["init"],
+        init_params=params,
+        seed=p["seed"],
+        track_every=p["track_every"] or None,
+        eval_every=p["eval_every"] or None,
+    )
+    return df.drop(columns=["layer", "direction"])
+
+
+@study(
+    "gate_stats",
+    version=1,
+    applicable=_init_applies,
+    params={
+        "cell": Param(str, allowed=_GATED, doc="lstm or gru"),
+        "init": _INIT,
+        "hidden_size": 64,
+        "input_size": 32,
+        "seq_len": 200,
+        "batch_size": 32,
+        "input_std": 1.0,
+        "seed": 0,
+    },
+)
+def gate_stats(point: dict[str, Any]) -> pd.DataFrame:
+    """Gate means and saturated fractions per step on random inputs (gradlab.record, forward).
+
+    Rows: step, gate (LSTM input/forget/cell/output, GRU reset/update/new), quantity
+    "gate_mean" (mean over units and batch) and "gate_saturated_frac" (fraction of units with a
+    sigmoid gate < 0.05 or > 0.95, or a tanh gate |g| > 0.95), batch means.
+    """
+    import torch
+
+    from gradlab._record import record
+
+    torch.set_num_threads(1)
+    p = point
+    net = _network(p["cell"], p["input_size"], p["hidden_size"], p["init"], p["seed"], p["seq_len"])
+    x = _inputs(p["batch_size"], p["seq_len"], p["input_size"], p["input_std"], p["seed"])
+    with torch.no_grad(), record(net, quantities=("gates",)) as rec:
+        net(x)
+    df = rec.frame()
+    df = df[df["batch_index"] == -1]
+    return df[["step", "gate", "quantity", "value"]].reset_index(drop=True)
