@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 figures: $(STAMP)
-	$(PY) -m gradlab figures --scale $(SCALE) --jobs 2
+	$(PY) -m gradlab figures --scale $(SCALE) --jobs 2 --out $(if $(filter default,$(SCALE)),figures,results/figures-$(SCALE))
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

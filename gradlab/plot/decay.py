@@ -105,7 +105,9 @@ def decay_heatmap(
 
     Required columns: ``row``, ``col`` (the names passed) and ``value``. Rows sharing a (row, col)
     pair (seeds) are averaged. Values of both signs get a diverging map centred at 0 (red > 0),
-    one sign a sequential map. ``quantity_label`` labels the colour bar and the title.
+    one sign a sequential map. ``quantity_label`` labels the colour bar and the title. Cells
+    without rows read "n/a"; infinite values (log10 of an exactly zero gradient, a memory longer
+    than the window) read "−∞" / "∞"; both are grey.
     """
     func = "decay_heatmap"
     require(df, func, [row, col, value], optional=["seed", "quantity"], numeric=[value])
@@ -142,6 +144,8 @@ def decay_heatmap(
                 lum = 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
                 text = fmt.format(v).replace("-", S.MINUS)
                 color = "black" if lum > 0.5 else "white"
+            elif np.isinf(v):  # e.g. log10 of an exactly zero gradient
+                text, color = ("∞" if v > 0 else S.MINUS + "∞"), "0.3"
             else:
                 text, color = "n/a", "0.3"
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize="small",

@@ -95,8 +95,9 @@ def gain_phase_diagram(
             y = mq["mean"].to_numpy(float)
             yerr = np.vstack([y - mq["lo"].to_numpy(float), mq["hi"].to_numpy(float) - y])
             bars = ax.errorbar(mq["gain"].to_numpy(float), y, yerr=yerr if band else None,
-                               fmt=marker, color=c, markerfacecolor=c if filled else "white",
-                               markeredgecolor=c, markersize=5, capsize=2, elinewidth=1,
+                               fmt=marker, color=c, markerfacecolor=c if filled else "none",
+                               markeredgecolor=c, markersize=4 if filled else 7, capsize=2,
+                               elinewidth=1,
                                linestyle="none", label=f"_measured {q} σ_x={s}")  # fmt: skip
             bars.lines[0].set_gid("data")
         edge = ", ".join(S.fmt_num(g, 3) for g in edges)

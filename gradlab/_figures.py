@@ -1,0 +1,612 @@
+"""The figure set: experiment results -> PNG/SVG figures and a README gallery.
+
+``render_all(results, out_dir, scale)`` is what ``gradlab figures`` calls with the results of
+every experiment in ``experiments/`` (experiment name -> its tidy rows). Each figure reads one
+experiment's table, selects and reshapes it, and draws it with :mod:`gradlab.plot`; nothing is
+computed here beyond selections, means over seeds and reading numbers off the table for the
+README. A figure whose experiment has no rows is left out and listed as missing in the README.
+
+Output, per figure NAME: ``NAME.png`` and ``NAME.svg`` (byte-for-byte deterministic, see
+:func:`gradlab.plot.save`), and ``README.md``: the gallery, with a one-line reading of each
+figure that quotes the numbers it shows and the command that made it.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+
+__all__ = ["FIGURES", "render_all"]
+
+_CELL_NAMES = {"rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU"}
+_CELL_ORDER = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+_ROUNDOFF_DECADES = 13.0  # singular values this far below a product's largest are round-off
+
+
+@dataclass(frozen=True)
+class _Figure:
+    name: str  # file stem
+    experiment: str  # the experiment whose rows it draws
+    caption: str  # what is plotted (README heading)
+    draw: Callable[[pd.DataFrame], tuple[object, str]]  # rows -> (figure, one-line reading)
+
+
+# --- small helpers: selection and number formatting --------------------------------------
+
+
+def _q(df: pd.DataFrame, *quantities: str) -> pd.DataFrame:
+    return df[df["quantity"].isin(quantities)]
+
+
+def _cells(values) -> list[str]:
+    present = set(values)
+    return [c for c in _CELL_ORDER if c in present] + sorted(present - set(_CELL_ORDER))
+
+
+def _name(cell: str) -> str:
+    return _CELL_NAMES.get(cell, str(cell))
+
+
+def _f(x: float, digits: int = 2) -> str:
+    """A number for the README: fixed digits, a true minus sign, inf as ∞."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    if round(x, digits) == 0:
+        x = 0.0  # no "−0.00"
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def _g(x: float, digits: int = 2) -> str:
+    """Significant digits (for numbers of any size)."""
+    if math.isinf(x) or math.isnan(x):
+        return _f(x)
+    return f"{x:.{digits}g}".replace("-", "−")
+
+
+def _sci(x: float) -> str:
+    """A plain number in scientific notation, 0 as 0."""
+    if x == 0:
+        return "0"
+    return f"{x:.1e}".replace("e-0", "e-").replace("e+0", "e").replace("-", "−")
+
+
+def _one(df: pd.DataFrame, col: str):
+    """The single value of ``col`` (a fixed parameter) in ``df``."""
+    vals = df[col].unique()
+    return vals[0] if len(vals) == 1 else None
+
+
+def _seeds(df: pd.DataFrame) -> str:
+    n = int(df["seed"].nunique()) if "seed" in df.columns else 1
+    return "1 seed" if n == 1 else f"{n} seeds"
+
+
+def _init_text(df: pd.DataFrame) -> str:
+    init = _one(df, "init")
+    return "PyTorch's default init" if init == "default" else f"init {init}"
+
+
+def _mean_by(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    return df.groupby(keys, sort=True, observed=True)["value"].mean()
+
+
+def _figure(width: float, height: float):
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=(width, height), layout="constrained")
+
+
+# --- one function per figure --------------------------------------------------------------
+
+
+def _decay(df: pd.DataFrame):
+    from gradlab import plot
+
+    curves = _q(df, "log10_grad_norm")
+    H, T = _one(df, "hidden_size"), _one(df, "seq_len")
+    ax = plot.decay_curves(
+        curves,
+        band="minmax",
+        title=f"Gradient norm by lag at {_init_text(df)} ($H = {H}$, $T = {T}$)",
+    )
+    rate = _mean_by(_q(df, "log10_decay_rate"), ["cell"])
+    mem = _mean_by(_q(df, "memory_length"), ["cell"])
+    start = _mean_by(_q(df, "log10_grad_norm_at_start"), ["cell"])
+    cells = _cells(rate.index)
+    parts = ", ".join(f"{_name(c)} {_f(rate[c], 3)}" for c in cells)
+    mems = ", ".join(f"{_name(c)} {_f(mem[c], 0)}" for c in cells)
+    ends = ", ".join(f"{_name(c)} 10^{_f(start[c], 0)}" for c in cells)
+    reading = (
+        f"Fitted decay rates at {_init_text(df)}: {parts} log10 per step (mean of "
+        f"{_seeds(df)}); the gradient falls 1000-fold within {mems} steps, and the gradient "
+        f"reaching step 0 from the loss at step {T - 1} is {ends} of its value at the loss."
+    )
+    return ax, reading
+
+
+def _flow_map(df: pd.DataFrame):
+    from gradlab import plot
+
+    spec = _q(df, "log10_jac_norm_spectral")
+    H, T = _one(df, "hidden_size"), _one(df, "seq_len")
+    fig = plot.flow_heatmaps(
+        spec,
+        quantity="log10_jac_norm_spectral",
+        title=f"Spectral norm of $\\partial h_t/\\partial h_k$ at {_init_text(df)} "
+        f"($H = {H}$, $T = {T}$; red: grows, blue: shrinks)",
+    )
+    t_max = spec["t"].max()
+    corner = _mean_by(spec[(spec["t"] == t_max) & (spec["k"] == spec["k"].min())], ["cell"])
+    off = spec[spec["lag"] >= 1]
+    top = _mean_by(off, ["cell", "lag"]).groupby(level=0).max() if not off.empty else None
+    cells = _cells(corner.index)
+    ends = ", ".join(f"{_name(c)} 10^{_f(corner[c], 0)}" for c in cells)
+    most = max(cells, key=lambda c: top[c]) if top is not None else None
+    if most is not None and top[most] <= 0.01:
+        verdict = (
+            f"every map is blue below the diagonal (the largest norm over ≥ 1 step is "
+            f"10^{_f(top[most], 2)}, {_name(most)}): no stretch of the sequence amplifies a "
+            "perturbation"
+        )
+    elif most is not None:
+        verdict = f"the largest norm over ≥ 1 step is 10^{_f(top[most], 2)} ({_name(most)})"
+    else:
+        verdict = "the map has no off-diagonal entries"
+    reading = (
+        f"‖∂h_{{{t_max}}}/∂h_0‖₂ = {ends}; {verdict}. The colour depends on the lag t − k only "
+        "(bands parallel to the diagonal): the decay is stationary along the sequence."
+    )
+    return fig, reading
+
+
+def _seq_len(df: pd.DataFrame):
+    from gradlab import plot
+
+    inits = [i for i in ("default", "orthogonal") if i in set(df["init"])]
+    inits += sorted(set(df["init"]) - set(inits))
+    fig = _figure(4.6 * len(inits) + 0.6, 7.4)
+    axes = fig.subplots(2, len(inits), squeeze=False)
+    panels = [
+        ("log10_grad_norm_at_start", r"$\log_{10}\|\partial L/\partial h_0\|$ (loss at $T-1$)",
+         "{:.0f}"),
+        ("log10_decay_rate", "fitted decay rate (log₁₀ per step)", "{:.3f}"),
+    ]  # fmt: skip
+    for i, (quantity, label, fmt) in enumerate(panels):
+        for j, init in enumerate(inits):
+            part = _q(df[df["init"] == init], quantity)
+            plot.decay_heatmap(part, row="seq_len", col="cell", ax=axes[i, j], fmt=fmt,
+                               quantity_label=label, title=f"init: {init}\n{label}")  # fmt: skip
+    fig.suptitle(f"Sequence-length sweep ($H = {_one(df, 'hidden_size')}$, mean of {_seeds(df)})")
+    start = _mean_by(_q(df, "log10_grad_norm_at_start"), ["init", "cell", "seq_len"])
+    rate = _mean_by(_q(df, "log10_decay_rate"), ["init", "cell", "seq_len"])
+    T_max, T_min = int(df["seq_len"].max()), int(df["seq_len"].min())
+    cells = _cells(df["cell"])
+    per = []
+    for c in cells:
+        vals = " vs ".join(f"10^{_f(start[(i, c, T_max)], 0)}" for i in inits)
+        per.append(f"{_name(c)} {vals}")
+    spread = max(
+        abs(rate[(i, c, T_max)] - rate[(i, c, 100 if 100 in set(df["seq_len"]) else T_min)])
+        for i in inits
+        for c in cells
+    )
+    plain = [c for c in cells if c.startswith("rnn_")]
+    effect = ""
+    if "orthogonal" in inits and "default" in inits and plain:
+        d = ", ".join(
+            f"{_name(c)} {_f(rate[('default', c, T_max)], 3)} → "
+            f"{_f(rate[('orthogonal', c, T_max)], 3)}"
+            for c in plain
+        )
+        effect = f" Orthogonal instead of default weights change the plain RNNs' rate {d}."
+    reading = (
+        f"The gradient reaching step 0 falls exponentially with T: at T = {T_max} it is "
+        f"{'; '.join(per)} ({' vs '.join(inits)}), because the per-step rate barely depends on "
+        f"T (rates at T ≥ 100 differ by at most {_f(spread, 3)} log10/step).{effect}"
+    )
+    return fig, reading
+
+
+def _init(df: pd.DataFrame):
+    from gradlab import plot
+
+    fig = _figure(13.5, 5.4)
+    axes = fig.subplots(1, 2)
+    T = _one(df, "seq_len")
+    plot.decay_heatmap(_q(df, "log10_decay_rate"), row="init", col="cell", ax=axes[0],
+                       fmt="{:.3f}", quantity_label="fitted decay rate (log₁₀ per step)",
+                       title="fitted decay rate (log₁₀ per step)")  # fmt: skip
+    start = _q(df, "log10_grad_norm_at_start")
+    dead = start[np.isneginf(start["value"])]
+    note = "\n(−∞: exactly 0 for some input sequence)" if not dead.empty else ""
+    plot.decay_heatmap(start, row="init", col="cell", ax=axes[1], fmt="{:.1f}",
+                       quantity_label=rf"$\log_{{10}}\|\partial L/\partial h_0\|$, $T = {T}$",
+                       title=f"gradient reaching step 0 from the loss at step {T - 1}{note}")  # fmt: skip
+    fig.suptitle(
+        f"Initialisation sweep ($H = {_one(df, 'hidden_size')}$, mean of {_seeds(df)}; "
+        "n/a: the init is not defined for that cell)"
+    )
+    rate = _mean_by(_q(df, "log10_decay_rate"), ["cell", "init"])
+    mem = _mean_by(_q(df, "memory_length"), ["cell", "init"])
+    parts = []
+    for c in _cells(df["cell"]):
+        r = rate[c]
+        best = r.idxmax()
+        m = mem[(c, best)]
+        mtxt = f"> {T - 1}" if math.isinf(m) else _f(m, 0)
+        parts.append(
+            f"{_name(c)} {_f(r['default'], 3)} at default → {_f(r[best], 3)} with {best} "
+            f"(memory length {mtxt} steps)"
+        )
+    flat = [f"{_name(c)}/{i}" for (c, i), v in rate.items() if v > -0.02]
+    reading = (
+        "Decay rate in log10 per step, default init → slowest init per cell: "
+        + "; ".join(parts)
+        + ". Nearly lossless (slower than −0.02 log10/step): "
+        + (", ".join(flat) or "none")
+        + "."
+    )
+    if not dead.empty:
+        pairs = sorted({f"{_name(c)}/{i}" for c, i in zip(dead["cell"], dead["init"], strict=True)})
+        reading += (
+            f" −∞ ({', '.join(pairs)}): for some input the gradient reaching step 0 is exactly 0"
+            " (every path is cut, e.g. by ReLU units that switch off), although the batch-mean"
+            " decay rate is nearly flat."
+        )
+    return fig, reading
+
+
+def _gain(df: pd.DataFrame):
+    from gradlab import plot
+    from gradlab.plot.phase import edge_of_chaos as crossing
+
+    meas = df[(df["source"] == "measured") & df["quantity"].isin(["decay_rate", "lyapunov"])]
+    theo = df[(df["source"] == "theory") & df["quantity"].isin(["decay_rate", "lyapunov"])]
+    theo = theo.drop_duplicates(["gain", "input_std", "quantity"])
+    N = _one(df, "hidden_size")
+    ax = plot.gain_phase_diagram(
+        meas,
+        theo,
+        band="minmax",
+        title=f"Random tanh RNN ($N = {N}$): gradient rate and $\\lambda_{{max}}$ vs mean field",
+    )
+    edge = df[df["quantity"] == "edge_of_chaos"].groupby("input_std")["value"].first()
+    rate = _mean_by(meas[meas["quantity"] == "decay_rate"], ["input_std", "gain"])
+    th = theo[theo["quantity"] == "decay_rate"].set_index(["input_std", "gain"])["value"]
+    lam = _mean_by(meas[meas["quantity"] == "lyapunov"], ["input_std", "gain"])
+    parts = []
+    for s in edge.index:
+        r = rate[s]
+        cross = crossing(r.index.to_numpy(float), r.to_numpy(float))
+        err = (r - th[s]).abs()
+        worst = err.idxmax()
+        lam_err = (lam[s] - r).abs().max()
+        parts.append(
+            f"σ_x = {_g(s)}: edge of chaos σ_w* = {_f(edge[s], 3)} (theory) vs "
+            f"{', '.join(_f(c, 2) for c in cross) or 'none'} (zero crossing of the measured "
+            f"rate); |measured − ½ ln χ₁| ≤ {_f(err.max(), 3)} (largest at σ_w = {_g(worst, 4)}),"
+            f" |λ_max − gradient rate| ≤ {_f(lam_err, 3)}"
+        )
+    reading = (
+        "The measured gradient rate (ln per step) and the largest Lyapunov exponent follow the "
+        "mean-field ½ ln χ₁ and change sign at the edge of chaos; input noise moves the edge "
+        "to larger gains. " + "; ".join(parts) + "."
+    )
+    return ax, reading
+
+
+def _spectra(df: pd.DataFrame):
+    from gradlab import plot
+
+    lv = _q(df, "log10_singular_value").rename(columns={"lag": "k"})
+    # A product's singular values more than 13 decades below its largest are round-off, not
+    # spectrum (float64 keeps ~15.6 digits; the ReLU RNN's Jacobian is singular: inactive units
+    # give exact zeros); they are not drawn.
+    product = ["cell", "init", "seed", "sample", "k"]
+    lv = lv[lv["value"] >= lv.groupby(product)["value"].transform("max") - _ROUNDOFF_DECADES]
+    # one spectrum per seed: geometric mean over the input samples at each rank that every
+    # sample resolves (so the tail does not mix different subsets of samples)
+    rank = ["cell", "init", "k", "seed", "index"]
+    n_samples = lv.groupby(rank[:-1])["sample"].transform("nunique")
+    lv = lv[lv.groupby(rank)["sample"].transform("count") == n_samples]
+    per_seed = lv.groupby(rank, as_index=False)["value"].mean()
+    sv = per_seed.assign(value=10.0 ** per_seed["value"])
+    H = _one(df, "hidden_size")
+    fig = plot.singular_value_spectra(
+        sv,
+        band="minmax",
+        title=rf"Singular values of the $k$-step Jacobian $\partial s_T/\partial s_{{T-k}}$ "
+        rf"($H = {H}$; LSTM: state $(h, c)$; values $< 10^{{-13}}\sigma_1$ are round-off, "
+        "not drawn)",
+    )
+    k_max = int(lv["k"].max())
+    top = _mean_by(per_seed[(per_seed["k"] == k_max) & (per_seed["index"] == 0)], ["cell", "init"])
+    one = per_seed[(per_seed["k"] == 1) & (per_seed["init"] == "orthogonal")]
+    lo = one.groupby(["cell", "seed"])["value"].min().groupby(level=0).mean()
+    hi = one.groupby(["cell", "seed"])["value"].max().groupby(level=0).mean()
+    raw = _q(df, "log10_singular_value")
+    raw = raw[(raw["lag"] == 1) & (raw["init"] == "orthogonal")]
+    size = raw.groupby("cell")["index"].max() + 1  # state size S
+    resolved = (
+        lv[(lv["k"] == 1) & (lv["init"] == "orthogonal")]
+        .groupby(["cell", "seed", "sample"])["index"]
+        .count()
+        .groupby(level=0)
+        .mean()
+    )
+    parts = []
+    for c in _cells(top.index.get_level_values(0)):
+        inits = ", ".join(f"{i} {_f(top[(c, i)], 1)}" for i in top[c].index)
+        parts.append(f"{_name(c)}: {inits}")
+    iso = "; ".join(
+        f"{_name(c)} [{_f(lo[c], 1)}, {_f(hi[c], 2)}]"
+        + (f" ({_f(resolved[c], 0)} of {size[c]} nonzero)" if resolved[c] < size[c] - 0.5 else "")
+        for c in _cells(lo.index)
+    )
+    reading = (
+        f"log10 of the largest singular value of the {k_max}-step product (mean over seeds): "
+        + "; ".join(parts)
+        + f". One orthogonal step already spreads the spectrum: log10 σ in {iso}; products of "
+        "many steps fan out over many decades."
+    )
+    return fig, reading
+
+
+def _bptt(df: pd.DataFrame):
+    from gradlab import plot
+
+    keep = _q(df, "contribution_norm")
+    keep = keep[keep["param"].isin(["weight_hh", "weight_ih", "bias_ih"])]
+    T = _one(df, "seq_len")
+    ax = plot.bptt_by_lag(
+        keep,
+        normalize=True,
+        band="minmax",
+        title=f"Share of each lag in the BPTT sum ∂L/∂W (loss at step {T - 1}, {_init_text(df)})",
+    )
+    hh = keep[keep["param"] == "weight_hh"]
+    total = hh.groupby(["cell", "seed"])["value"].sum()
+
+    def share(rows: pd.DataFrame) -> pd.Series:  # per cell, mean over seeds, in %
+        return (100 * rows.groupby(["cell", "seed"])["value"].sum() / total).groupby(level=0).mean()
+
+    cut = 10
+    near, far = share(hh[hh["lag"] <= 1]), share(hh[hh["lag"] >= cut])
+    cells = _cells(total.index.get_level_values(0))
+    reading = (
+        "Share of Σ_k ‖lag-k term of ∂L/∂W_hh‖ from lags 0–1: "
+        + ", ".join(f"{_name(c)} {_f(near[c], 0)}%" for c in cells)
+        + f"; from lags ≥ {cut}: "
+        + ", ".join(f"{_name(c)} {_g(far.get(c, 0.0), 2)}%" for c in cells)
+        + f" (mean of {_seeds(df)}). The input weights and biases split the same way: every term"
+        " carries the same factor ∂L/∂h_t."
+    )
+    return ax, reading
+
+
+def _clip_text(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(clip=np.where(df["clip_norm"] > 0, df["clip_norm"].astype(str), "none"))
+
+
+def _training(df: pd.DataFrame):
+    from gradlab import plot
+
+    rows = _clip_text(_q(df, "loss", "baseline"))
+    H, steps = _one(df, "hidden_size"), _one(df, "steps")
+    fig = plot.training_curves(
+        rows,
+        title=f"Training loss against the no-memory baseline (Adam, $H = {H}$, {steps} updates)",
+    )
+    ev = _q(df, "eval_loss")
+    last = ev[ev["iteration"] == ev.groupby("point")["iteration"].transform("max")]
+    final = _mean_by(last, ["clip_norm", "task", "seq_len", "cell"])
+    base = _mean_by(_q(df, "baseline"), ["task", "seq_len"])
+    sentences = []
+    for clip in sorted(final.index.get_level_values(0).unique()):
+        parts = []
+        for (task, T), b in base.items():
+            vals = final[(clip, task, T)]
+            cells = ", ".join(f"{_name(c)} {_g(vals[c], 2)}" for c in _cells(vals.index))
+            parts.append(f"{task} T = {T}: {cells} (baseline {_g(b, 3)})")
+        how = "without clipping" if clip == 0 else f"with clipping at {_g(clip)}"
+        sentences.append(f"Final evaluation loss {how}: " + "; ".join(parts) + ".")
+    return fig, " ".join(sentences)
+
+
+def _representative_run(df: pd.DataFrame) -> dict:
+    """The adding run at the longest length, without clipping (else: the first task, clip)."""
+    task = "adding" if "adding" in set(df["task"]) else sorted(df["task"].unique())[0]
+    part = df[df["task"] == task]
+    clip = 0.0 if (part["clip_norm"] == 0).any() else float(part["clip_norm"].min())
+    return {"task": task, "seq_len": int(part["seq_len"].max()), "clip_norm": clip}
+
+
+def _training_grad(df: pd.DataFrame):
+    from gradlab import plot
+
+    run = _representative_run(df)
+    g = _q(df, "grad_norm")
+    for k, v in run.items():
+        g = g[g[k] == v]
+    cells = [c for c in ("rnn_tanh", "lstm") if c in set(g["cell"])] or _cells(g["cell"])[:2]
+    fig = _figure(6.2 * len(cells), 4.4)
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, c in zip(axes, cells, strict=True):
+        plot.training_grad_heatmap(g[g["cell"] == c], ax=ax, title=f"{_name(c)}")
+    clip = "no clipping" if run["clip_norm"] == 0 else f"clip at {_g(run['clip_norm'])}"
+    fig.suptitle(
+        rf"$\|\partial L/\partial h_t\|$ over training, {run['task']} $T = {run['seq_len']}$,"
+        f" {clip} (each panel its own colour scale; grey: exactly 0)"
+    )
+    parts = []
+    for c in cells:
+        part = g[g["cell"] == c]
+        its = sorted(part["iteration"].unique())
+        first = part[part["step"] == part["step"].min()].set_index("iteration")["value"]
+        vals = [_sci(first[i]) for i in (its[0], its[-1])]
+        parts.append(f"{_name(c)} {vals[0]} at iteration {its[0]} → {vals[1]} at {its[-1]}")
+    loss_end = g[g["step"] == g["step"].max()]["value"]
+    zero = (g["value"] == 0).any()
+    reading = (
+        f"The gradient that reaches step 0 (‖∂L/∂h_0‖, against a median {_sci(loss_end.median())}"
+        f" at the loss step {run['seq_len'] - 1}) during training: "
+        + "; ".join(parts)
+        + "."
+        + (" 0: the norm underflows in float32 (saturated units); drawn grey." if zero else "")
+    )
+    return fig, reading
+
+
+def _gates(df: pd.DataFrame, quantity: str):
+    from gradlab import plot
+
+    what = "saturated fraction" if quantity == "gate_saturated_frac" else "mean value"
+    fig = plot.gate_saturation(
+        df,
+        quantity=quantity,
+        band="minmax",
+        title=f"Gate {what} along the sequence on N(0, 1) inputs ($H = {_one(df, 'hidden_size')}$)",
+    )
+    late = df[(df["quantity"] == quantity) & (df["step"] >= 10)]
+    keep = {"lstm": "forget", "gru": "update"}
+    parts = []
+    for c in _cells(late["cell"]):
+        m = _mean_by(late[(late["cell"] == c) & (late["gate"] == keep[c])], ["init"])
+        vals = ", ".join(f"{i} {_f(v, 2)}" for i, v in m.items())
+        parts.append(f"{_name(c)} {keep[c]} gate: {vals}")
+    reading = f"Memory gate {what} (mean over steps ≥ 10): " + "; ".join(parts) + "."
+    return fig, reading
+
+
+def _gates_saturated(df: pd.DataFrame):
+    return _gates(df, "gate_saturated_frac")
+
+
+def _gates_mean(df: pd.DataFrame):
+    return _gates(df, "gate_mean")
+
+
+FIGURES: tuple[_Figure, ...] = (
+    _Figure("decay", "decay", "Gradient norm against lag, per cell, with fitted rates", _decay),
+    _Figure("flow_map", "flow_map", "Jacobian-norm map log10 ‖∂h_t/∂h_k‖ per cell", _flow_map),
+    _Figure(
+        "seq_len", "seq_len", "Sequence-length sweep: gradient at step 0 and decay rate", _seq_len
+    ),  # fmt: skip
+    _Figure("init", "init", "Initialisation sweep: decay rate and gradient at step 0", _init),
+    _Figure("gain", "gain", "Edge of chaos: measured rates vs mean-field theory", _gain),
+    _Figure("spectra", "spectra", "Singular values of k-step Jacobian products", _spectra),
+    _Figure("bptt", "bptt", "The BPTT sum split by lag", _bptt),
+    _Figure("training", "training", "Training loss against the no-memory baseline", _training),
+    _Figure(
+        "training_grad", "training", "Gradient per step over training iterations", _training_grad
+    ),  # fmt: skip
+    _Figure("gates", "gates", "Gate saturation along the sequence", _gates_saturated),
+    _Figure("gates_mean", "gates", "Gate means along the sequence", _gates_mean),
+)
+
+
+_BY_NAME = {f.name: f for f in FIGURES}
+
+
+def _command(scale: str) -> str:
+    return "make figures" if scale == "default" else f"make figures SCALE={scale}"
+
+
+def _render_one(name: str, df: pd.DataFrame, out: Path) -> tuple[list[Path], str]:
+    """Draw and save figure ``name`` from its experiment's rows; return (paths, reading)."""
+    import matplotlib.pyplot as plt
+
+    from gradlab import plot
+
+    spec = _BY_NAME[name]
+    with mpl.rc_context({"svg.hashsalt": "gradlab"}):
+        fig, reading = spec.draw(df.reset_index(drop=True))
+        fig = getattr(fig, "figure", fig)
+        try:
+            paths = plot.save(fig, out / spec.name)
+        finally:
+            plt.close(fig)
+    return paths, reading
+
+
+def render_all(
+    results: Mapping[str, pd.DataFrame],
+    out_dir: str | Path,
+    scale: str,
+    *,
+    jobs: int | None = None,
+) -> list[Path]:
+    """Draw every figure whose experiment has rows into ``out_dir``; write ``README.md``.
+
+    results: experiment name -> its rows (``gradlab._experiment.load_results``).
+    jobs: processes drawing figures at once (default: the CPU count, at most one per figure);
+        the files are the same bytes whatever the number.
+    Returns the paths written (PNG, SVG, README), in figure order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in FIGURES if f.experiment in results and not results[f.experiment].empty]
+    missing = [f for f in FIGURES if f not in todo]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    if jobs == 1:
+        done = [_render_one(f.name, results[f.experiment], out) for f in todo]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_render_one, f.name, results[f.experiment], out) for f in todo]
+            done = [fut.result() for fut in futures]
+    written = [p for paths, _ in done for p in paths]
+    entries = [(f, reading) for f, (_, reading) in zip(todo, done, strict=True)]
+    readme = out / "README.md"
+    readme.write_text(_readme(entries, missing, results, scale), encoding="utf-8")
+    written.append(readme)
+    return written
+
+
+def _readme(entries, missing, results, scale: str) -> str:
+    cmd = _command(scale)
+    lines = [
+        "# gradlab figures",
+        "",
+        f"Every figure here was made by `{cmd}` (scale `{scale}`): it runs the experiments in "
+        "`experiments/*.toml` that have no cached results in `results/`, then draws each "
+        "figure from their tables (`gradlab/_figures.py`, plotting in `gradlab/plot/`). "
+        "Each figure is saved as PNG and SVG; the numbers in the readings below are read off "
+        "the same tables.",
+        "",
+    ]
+    for spec, reading in entries:
+        df = results[spec.experiment]
+        n_points = df["point"].nunique() if "point" in df.columns else "?"
+        lines += [
+            f"## {spec.caption}",
+            "",
+            f"![{spec.caption}]({spec.name}.png)",
+            "",
+            reading,
+            "",
+            f"Files: [`{spec.name}.png`]({spec.name}.png), [`{spec.name}.svg`]({spec.name}.svg). "
+            f"Data: `experiments/{spec.experiment}.toml` ({n_points} points at scale "
+            f"`{scale}`). Made by: `{cmd}`.",
+            "",
+        ]
+    if missing:
+        lines += ["## Not drawn", ""]
+        lines += [
+            f"- `{m.name}`: experiment `{m.experiment}` has no results; run "
+            f"`gradlab run {m.experiment} --scale {scale}`."
+            for m in missing
+        ]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The figure set: render_all on the quick results, files, README, determinism; committed figures."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlab._figures import FIGURES, render_all
+from tests.test_studies import quick_results_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    results = quick_results_for(tmp_path_factory)
+    out = tmp_path_factory.mktemp("figures_quick")
+    written = render_all(results, out, "quick")
+    return results, out, written
+
+
+def test_every_figure_is_written_as_png_and_svg(rendered):
+    _, out, written = rendered
+    names = [f.name for f in FIGURES]
+    assert len(names) == len(set(names)) >= 10
+    for name in names:
+        for ext in ("png", "svg"):
+            path = out / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 1000, path
+    assert {p.name for p in written} == {f"{n}.{e}" for n in names for e in ("png", "svg")} | {
+        "README.md"
+    }
+    assert (out / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_lists_every_figure_with_a_reading_and_the_command(rendered):
+    _, out, _ = rendered
+    text = (out / "README.md").read_text(encoding="utf-8")
+    for spec in FIGURES:
+        assert f"]({spec.name}.png)" in text
+        assert f"`experiments/{spec.experiment}.toml`" in text
+    assert text.count("Made by: `make figures SCALE=quick`") == len(FIGURES)
+    assert "Not drawn" not in text
+    # readings quote numbers read off the tables
+    decay = text.split("## ")[1]
+    assert re.search(r"LSTM −0\.\d{3}", decay) and re.search(r"tanh RNN −0\.\d{3}", decay)
+    assert "edge of chaos σ_w* = 1.000 (theory)" in text
+
+
+def test_same_results_give_identical_bytes(rendered, tmp_path):
+    results, out, _ = rendered
+    subset = {k: results[k] for k in ("decay", "gain", "init")}
+    again = render_all(subset, tmp_path, "quick")
+    names = {p.name for p in again if p.suffix in (".png", ".svg")}
+    assert names == {f"{n}.{e}" for n in ("decay", "gain", "init") for e in ("png", "svg")}
+    for name in names:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_missing_experiment_is_listed_not_drawn(rendered, tmp_path):
+    results, _, _ = rendered
+    render_all({"bptt": results["bptt"]}, tmp_path, "quick")
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert (tmp_path / "bptt.png").exists() and not (tmp_path / "decay.png").exists()
+    assert "## Not drawn" in text and "`gradlab run decay --scale quick`" in text
+
+
+def test_committed_figures_match_the_figure_list():
+    folder = ROOT / "figures"
+    readme = folder / "README.md"
+    if not readme.exists():
+        pytest.skip("figures/ not generated yet (make figures)")
+    text = readme.read_text(encoding="utf-8")
+    assert "Made by: `make figures`" in text and "SCALE=" not in text
+    for spec in FIGURES:
+        assert (folder / f"{spec.name}.png").exists() and (folder / f"{spec.name}.svg").exists()
+        assert f"]({spec.name}.png)" in text
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".png", ".svg"))
+    assert size < 15e6
