@@ -149,7 +149,7 @@ BAD_CASES = {
     "unknown_key": ["unknown_key.toml", "[grid] sed", "did you mean seed", "cell, seed, n"],
     "unknown_section": ["unknown_section.toml", "[grids]", "allowed sections", "[grid]"],
     "wrong_type": ["wrong_type.toml", "[fixed] n", "expected int", 'string "3"'],
-    "unknown_study": ["unknown_study.toml", "study", '"toyy"', 'registered studies: "toy"'],
+    "unknown_study": ["unknown_study.toml", "study", '"toyy"', 'registered studies: ', '"toy"', '"gradient_decay"'],
     "unknown_cell": [
         "unknown_cell.toml",
         "[grid] cell",
