@@ -272,7 +272,11 @@ _MEM_CHILD = textwrap.dedent(
 
 def child_peak(what, device, B, T, H):
     code = _MEM_CHILD.format(root=str(ROOT), device=device.type, what=what, B=B, T=T, H=H)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # a fixed mmap threshold turns off glibc's adaptive one, so every large tensor is mapped on
+    # allocation and unmapped on free: the resident set follows the live tensors, not a pool
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])["extra"]
 
 
