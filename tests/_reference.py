@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 
-def _cell(module, layer, d):
+def nn_cell(module, layer, d):
+    """The torch.nn cell of ``layer``/``d`` of an RNN/LSTM/GRU-like module, sharing its values."""
     sfx = f"_l{layer}" + ("_reverse" if d else "")
     w_ih = getattr(module, "weight_ih" + sfx)
     in_size, H = w_ih.shape[1], module.hidden_size
@@ -41,7 +42,7 @@ def reference_run(module, x, loss_fn, hx=None):
     for layer in range(module.num_layers):
         outs = []
         for d in range(D):
-            cell = _cell(module, layer, d)
+            cell = nn_cell(module, layer, d)
             idx = layer * D + d
             h = xb.new_zeros(B, H) if hx is None else (hx[0] if lstm else hx)[idx]
             c = xb.new_zeros(B, H) if hx is None or not lstm else hx[1][idx]

@@ -20,6 +20,7 @@ from torch import nn
 
 from gradlab import analysis
 from gradlab._cells import CellParams
+from tests._reference import nn_cell
 
 KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -59,24 +60,6 @@ def truncated(module, n_layers):
         for name, par in m.named_parameters():
             par.copy_(own[name])
     return m
-
-
-def nn_cell(module, layer, d):
-    sfx = f"_l{layer}" + ("_reverse" if d else "")
-    w_ih = getattr(module, "weight_ih" + sfx)
-    I, H = w_ih.shape[1], module.hidden_size
-    if module.mode == "LSTM":
-        cell = nn.LSTMCell(I, H, bias=module.bias)
-    elif module.mode == "GRU":
-        cell = nn.GRUCell(I, H, bias=module.bias)
-    else:
-        cell = nn.RNNCell(I, H, bias=module.bias, nonlinearity=module.nonlinearity)
-    cell = cell.to(device=w_ih.device, dtype=w_ih.dtype)
-    with torch.no_grad():
-        for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            if hasattr(module, n + sfx):
-                getattr(cell, n).copy_(getattr(module, n + sfx))
-    return cell
 
 
 def to_bt(module, x):
