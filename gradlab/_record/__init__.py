@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -33,7 +34,13 @@ from torch import nn
 from .. import models
 from . import _fused, _unrolled, _user
 from ._layer import ROUTES, Options
-from ._recording import DEFAULT_QUANTITIES, FRAME_COLUMNS, QUANTITIES, Recording
+from ._recording import (
+    DEFAULT_QUANTITIES,
+    FRAME_COLUMNS,
+    GRAD_QUANTITIES,
+    QUANTITIES,
+    Recording,
+)
 
 __all__ = ["record", "Recording", "QUANTITIES", "DEFAULT_QUANTITIES", "FRAME_COLUMNS", "ROUTES"]
 
@@ -123,7 +130,7 @@ def record(
     Compiled models: the recorded modules run eagerly (outside the compiled graph) while the
     ``with`` block is open, so the rows are those of the eager model; the compiled graph is used
     again afterwards. Under ``torch.autocast`` the kernels run as autocast makes them run
-    (bfloat16 on CPU, float16 on CUDA); norms of low-precision gradients accumulate in float32.
+    (bfloat16 on CPU, float16 on CUDA); gradient norms accumulate in float64.
 
     The model's outputs and parameter gradients are those of the unrecorded model. On exit, even
     by exception, every hook and shadowed ``forward`` is removed: the model is exactly as before.
@@ -163,6 +170,10 @@ def record(
                     _on_nonfinite=on_nonfinite, _grad_scale=grad_scale)
     opts = Options(quantities, jacobians, memory_budget, route)
     shadowed: list[tuple[nn.Module, str, object]] = []
+    top_calls = []
+    pre = model.register_forward_pre_hook(
+        lambda *_: top_calls.append(torch.is_grad_enabled()) if not top_calls else None)
+    clean_exit = False
     try:
         for m in _compiled(model):  # run eagerly while recording: the rows are eager's
             if isinstance(m, torch._dynamo.eval_frame.OptimizedModule):
@@ -178,7 +189,9 @@ def record(
                 fn = _unrolled.forward
             _shadow(shadowed, m, "forward", _bind(fn, m, rec, opts, name))
         yield rec
+        clean_exit = True
     finally:
+        pre.remove()
         for m, attr, prev in reversed(shadowed):
             if prev is _MISSING:
                 m.__dict__.pop(attr, None)
@@ -187,6 +200,23 @@ def record(
         for h in opts.handles:
             h.remove()
         opts.handles.clear()
+    if clean_exit:
+        _say_why_empty(rec, opts, top_calls)
+
+
+def _say_why_empty(rec: Recording, opts: Options, top_calls: list) -> None:
+    """Never return nothing without a word."""
+    if top_calls and top_calls[0] and not rec._calls:
+        warnings.warn(
+            "record: the model ran inside the block, but none of its recurrent modules went "
+            f"through gradlab's forward ({rec.modules}); a model traced ahead of time "
+            "(torch.jit, torch.export, a compiled graph that inlined the modules) cannot be "
+            "recorded: record the eager model", RuntimeWarning, stacklevel=3)
+    elif opts.grad_calls and not any(e.quantity in GRAD_QUANTITIES for e in rec.entries):
+        warnings.warn(
+            "record: the recurrent modules ran with gradients enabled but no gradient reached "
+            "them inside the block, so there are no gradient rows; call loss.backward() (or "
+            "torch.autograd.grad) inside the with block", RuntimeWarning, stacklevel=3)
 
 
 _MISSING = object()
@@ -199,5 +229,10 @@ def _shadow(shadowed, m: nn.Module, attr: str, value) -> None:
 
 def _bind(fn, module, rec, opts, name):
     def forward(*args, **kwargs):
-        return fn(module, rec, opts, name, *args, **kwargs)
-    return forward
+        out = fn(module, rec, opts, name, *args, **kwargs)
+        if opts.want_grad:
+            opts.grad_calls += 1
+        return out
+    # inside a compiled function TorchDynamo breaks the graph here and runs the recorded module
+    # eagerly, instead of tracing gradlab's hooks into a graph (where they would never fire)
+    return torch._dynamo.disable(forward, recursive=True)

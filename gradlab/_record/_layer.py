@@ -28,6 +28,7 @@ class Options:
     memory_budget: float
     route: str = "auto"
     handles: list = field(default_factory=list)  # removed on leaving record()
+    grad_calls: int = 0  # recorded forward calls that wanted gradients
 
     @property
     def want_grad(self) -> bool:

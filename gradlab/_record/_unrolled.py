@@ -28,9 +28,9 @@ def state_hooks(site: Site, d: int, states: list[Tensor]) -> None:
     def emit():
         gs = [g if g is not None else states[0].new_zeros(states[0].shape) for g in grads]
         G = torch.stack(gs, dim=1)  # (B, T, S)
-        site.add_grad(d, "grad_norm", torch.linalg.vector_norm(G[..., :H], dim=-1))
+        site.add_grad(d, "grad_norm", torch.linalg.vector_norm(G[..., :H], dim=-1, dtype=torch.float64))
         if site.kind == "lstm":
-            site.add_grad(d, "grad_norm_c", torch.linalg.vector_norm(G[..., H:], dim=-1))
+            site.add_grad(d, "grad_norm_c", torch.linalg.vector_norm(G[..., H:], dim=-1, dtype=torch.float64))
         grads[:] = [None] * T
 
     for t, s in enumerate(states):

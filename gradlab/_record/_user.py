@@ -69,10 +69,10 @@ def _grad_hooks(rec, opts, name, call, states, H):
                 G = torch.stack(gs, 1)  # (B, T, S)
                 if "grad_norm" in opts.quantities:
                     rec._add_grad(name, call, 0, 0, "grad_norm",
-                                  torch.linalg.vector_norm(G[..., :H], dim=-1))
+                                  torch.linalg.vector_norm(G[..., :H], dim=-1, dtype=torch.float64))
                 if n_parts > 1:
                     rec._add_grad(name, call, 0, 0, "grad_norm_state",
-                                  torch.linalg.vector_norm(G, dim=-1))
+                                  torch.linalg.vector_norm(G, dim=-1, dtype=torch.float64))
         return hook
 
     for t, ps in enumerate(parts):
