@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import gradlab  # noqa: E402
 from gradlab import _cells, _linalg, analysis  # noqa: E402
+from gradlab._record import DEFAULT_QUANTITIES  # noqa: E402
 
 
 def sync(device):
@@ -68,29 +69,86 @@ def report(name, value, target, unit, met, note=""):
 # 1. recording cost
 
 
+RECORD_TARGETS = {"RNN": 1.3, "LSTM": 1.3, "GRU": 2.0}
+PACKED_TARGET = 1.5
+
+
 def bench_recording(device, quick):
+    """record's cost against the plain fused forward + backward, side by side, for the defaults
+    and quantities=("grad_norm",), input sizes 32 and 256, dense and packed input."""
     B, T, H = (8, 30, 64) if quick else (32, 100, 256)
-    I = H
-    for cls, target in ((torch.nn.RNN, 1.3), (torch.nn.LSTM, 1.3), (torch.nn.GRU, 2.5)):
-        torch.manual_seed(0)
-        m = cls(I, H, batch_first=True).to(device)
-        x = torch.randn(B, T, I, device=device)
+    sizes = (16, 64) if quick else (32, 256)
+    reps = 3 if quick else 7
+    for cls in (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU):
+        target = RECORD_TARGETS[cls.__name__]
+        for I in sizes:
+            torch.manual_seed(0)
+            m = cls(I, H, batch_first=True).to(device)
+            x = torch.randn(B, T, I, device=device)
 
-        def plain(m=m, x=x):
-            out, _ = m(x)
-            out[:, -1].pow(2).sum().backward()
-
-        def recorded(m=m, x=x):
-            with gradlab.record(m, quantities=("grad_norm",)) as rec:
+            def plain(m=m, x=x):
                 out, _ = m(x)
                 out[:, -1].pow(2).sum().backward()
+
+            def recorded(quantities, m=m, x=x):
+                def run():
+                    with gradlab.record(m, quantities=quantities) as rec:
+                        out, _ = m(x)
+                        out[:, -1].pow(2).sum().backward()
+                    return rec
+                return run
+
+            t = side_by_side({"plain": plain,
+                              "default": recorded(DEFAULT_QUANTITIES),
+                              "grad_norm": recorded(("grad_norm",))}, device, reps)
+            for q in ("default", "grad_norm"):
+                ratio = t[q] / t["plain"]
+                report(f"1. record {q}, nn.{cls.__name__} (B={B},T={T},H={H},I={I})", ratio,
+                       f"<= {target}x", "x", ratio <= target,
+                       f"plain {t['plain'] * 1e3:.1f} ms, recorded {t[q] * 1e3:.1f} ms")
+        # variable-length batch: lengths uniform in [T/4, T], packed (enforce_sorted=False)
+        torch.manual_seed(0)
+        I = sizes[0]
+        m = cls(I, H, batch_first=True).to(device)
+        x = torch.randn(B, T, I, device=device)
+        lengths = torch.randint(T // 4, T + 1, (B,))
+        lengths[0] = T
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                         enforce_sorted=False)
+
+        def plain_p(m=m, p=packed):
+            out, h = m(p)
+            (out.data.pow(2).sum() + (h[0] if isinstance(h, tuple) else h).sum()).backward()
+
+        def rec_p(m=m, p=packed):
+            with gradlab.record(m) as rec:
+                out, h = m(p)
+                (out.data.pow(2).sum() + (h[0] if isinstance(h, tuple) else h).sum()).backward()
             return rec
 
-        t = side_by_side({"plain": plain, "record": recorded}, device, 3 if quick else 7)
+        t = side_by_side({"plain": plain_p, "record": rec_p}, device, reps)
         ratio = t["record"] / t["plain"]
-        report(f"1. record grad_norm, nn.{cls.__name__} (B={B},T={T},H={H},I={I})", ratio,
-               f"<= {target}x", "x", ratio <= target,
+        report(f"1. record default, packed nn.{cls.__name__} (B={B},T<={T},H={H},I={I})", ratio,
+               f"<= {PACKED_TARGET}x", "x", ratio <= PACKED_TARGET,
                f"plain {t['plain'] * 1e3:.1f} ms, recorded {t['record'] * 1e3:.1f} ms")
+
+
+def bench_recording_envs(device, quick):
+    """Benchmark 1 twice, each in a fresh process: as users run it (no OpenMP setting) and with
+    the Makefile's environment (OMP_WAIT_POLICY=PASSIVE)."""
+    for label, env_change in (("as users run it", {"OMP_WAIT_POLICY": None}),
+                              ("Makefile env, OMP_WAIT_POLICY=PASSIVE",
+                               {"OMP_WAIT_POLICY": "PASSIVE"})):
+        env = {k: v for k, v in os.environ.items() if k not in env_change}
+        env.update({k: v for k, v in env_change.items() if v is not None})
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--device", device.type,
+               "--rows-json"] + (["--quick"] if quick else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        for row in json.loads(out.stdout.strip().splitlines()[-1]):
+            row["name"] = f"{row['name']} [{label}]"
+            ROWS.append(row)
+            print(f"{row['name']:<80} {row['value']:>7.3g} {row['unit']:<3} {row['note']}",
+                  flush=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,7 +307,8 @@ _MEM_CHILD = textwrap.dedent(
         if what.startswith("plain"):
             out, _ = m(x); out[:, -1].pow(2).sum().backward()
         elif what.startswith("rec"):
-            with gradlab.record(m, quantities=("grad_norm",)) as rec:
+            route = what.split("_")[0].split("-")[1]
+            with gradlab.record(m, route=route) as rec:
                 out, _ = m(x); out[:, -1].pow(2).sum().backward()
             rec.frame()
         else:
@@ -284,11 +343,13 @@ def bench_memory(device, quick):
     B, T, H = (8, 30, 64) if quick else (32, 100, 256)
     for cell in ("LSTM", "RNN", "GRU"):
         plain = min(child_peak(f"plain_{cell}", device, B, T, H) for _ in range(2))
-        rec = min(child_peak(f"rec_{cell}", device, B, T, H) for _ in range(2))
-        ratio = rec / max(plain, 1)
-        report(f"5. record peak memory / plain, nn.{cell} (B={B},T={T},H={H})", ratio,
-               "<= 1.10x", "x", ratio <= 1.10,
-               f"plain +{plain / 2**20:.0f} MiB, recorded +{rec / 2**20:.0f} MiB")
+        for route in ("auto", "lean"):
+            rec = min(child_peak(f"rec-{route}_{cell}", device, B, T, H) for _ in range(2))
+            ratio = rec / max(plain, 1)
+            report(f"5. record (route={route!r}) peak memory / plain, nn.{cell} "
+                   f"(B={B},T={T},H={H})", ratio, "<= 1.10x (lean)", "x",
+                   ratio <= 1.10 or route != "lean",
+                   f"plain +{plain / 2**20:.0f} MiB, recorded +{rec / 2**20:.0f} MiB")
     T = 2000 if quick else 100_000
     extra = child_peak("flow", device, 1, T, 128)
     report(f"5. gradient_flow T={T}, B=1, H=128 peak memory", extra / 2**30, "< 1 GB", "GiB",
@@ -327,6 +388,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     ap.add_argument("--only", default="12345", help="which benchmarks, e.g. 125")
+    ap.add_argument("--rows-json", action="store_true",
+                    help="(internal) run benchmark 1 here and print its rows as JSON")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own choice)")
     args = ap.parse_args(argv)
@@ -338,7 +401,14 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out) if args.out else ROOT / "benchmarks" / (
         "results.md" if device.type == "cpu" else f"results-{device.type}.md")
-    for key, fn in (("1", bench_recording), ("2", bench_spectral), ("3", bench_flow_map),
+    if args.rows_json:
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):
+            bench_recording(device, args.quick)
+        print(json.dumps(ROWS))
+        return 0
+    for key, fn in (("1", bench_recording_envs), ("2", bench_spectral), ("3", bench_flow_map),
                     ("4", bench_lyapunov), ("5", bench_memory)):
         if key in args.only:
             fn(device, args.quick)

@@ -190,6 +190,14 @@ def _resolve(
     ref_p = _params(model, layer, direction)
     dt = dtype or ref_p.w_hh.dtype
     dev = ref_p.w_hh.device
+    if isinstance(x, torch.nn.utils.rnn.PackedSequence):
+        raise _fail(
+            fn, "x", "is a PackedSequence (a variable-length batch); the analysis follows each "
+            "sample's exact trajectory, and padding is not part of it",
+            "analyse each sample alone, unpadded: `for s in "
+            "torch.nn.utils.rnn.unpack_sequence(x): " + fn + "(model, s.unsqueeze(0))` "
+            "(batch_first=True modules), or gradlab.record(model) the packed batch in training",
+        )
     if not isinstance(x, Tensor):
         raise _fail(fn, "x", f"is a {type(x).__name__}", "pass a torch.Tensor")
     unbatched = x.dim() == 2
