@@ -239,6 +239,7 @@ class Monitor:
         self._listeners: list[Callable[[int, pd.DataFrame], None]] = []
         self._active = False
         self._imaged = -1
+        self._last_harvested = -1
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> Monitor:
@@ -280,11 +281,11 @@ class Monitor:
         if self._stack is not None:
             self._discard()
         if self._writer is not None:
-            if self._curves and self._imaged != self._rec_iteration:  # the final state
+            if self._last_harvested >= 0 and self._imaged != self._last_harvested:  # final state
                 from .integrations.tensorboard import write_images
 
                 with contextlib.suppress(Exception):
-                    write_images(self._writer, self.curves(), self._rec_iteration)
+                    write_images(self._writer, self.curves(), self._last_harvested)
             self._writer.flush()
             if self._own_writer:
                 self._writer.close()
@@ -408,6 +409,7 @@ class Monitor:
         self._curves.append(cur)
         self._summaries.append(summ)
         self._n_recorded += 1
+        self._last_harvested = it
         if self.path is not None:
             _write_part(self.path, it, df)
         else:
