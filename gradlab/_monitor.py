@@ -184,10 +184,14 @@ class Monitor:
             ``gradlab[tensorboard]`` extra): scalars under ``gradlab/<module>/layer<k>/`` at each
             recorded iteration, images every ``image_every`` recorded iterations.
         image_every: see ``tensorboard``.
-        quantities, per_sample, **record_kwargs: passed to :func:`gradlab.record`.
+        quantities, per_sample, **record_kwargs: passed to :func:`gradlab.record`
+            (``"grad_norm"`` is always recorded: the summaries are computed from it).
 
     Recorded iterations cost what ``record`` costs; the others only the pre-hook. On exit, even by
-    exception, every hook is removed and the model is as before.
+    exception, every hook is removed and the model is as before (a recorded iteration that an
+    exception broke off before its backward finished is dropped). A no-grad call of the model
+    between a recorded iteration's forward and its backward is recorded too, as a further
+    ``call`` of each recurrent module.
     """
 
     def __init__(
@@ -267,7 +271,7 @@ class Monitor:
     def __exit__(self, *exc) -> None:
         try:
             if self._stack is not None:
-                if exc[0] is None:
+                if exc[0] is None or self._backward_done:  # a finished iteration is kept
                     self._harvest()
                 else:
                     self._discard()

@@ -95,7 +95,7 @@ def report(
         for k, v in zip(CURVE_KEYS, key, strict=True):
             c = c[c[k] == v]
         module, layer = key[0], int(key[2])
-        title_run = plot.monitor.run_label(module, layer, key[3], key[1])
+        title_run = f"run {path.name}: " + plot.monitor.run_label(module, layer, key[3], key[1])
         if c["iteration"].nunique() > 1 and (c["value"] > 0).any():
             ax = plot.training_grad_heatmap(
                 c[["iteration", "step", "value"]],
@@ -111,7 +111,8 @@ def report(
         written += plot.save(ax, out / f"decay_{_stem(key)}")
         plt.close(ax.figure)
         bar.update()
-    fig = plot.summary_over_training(summ)
+    fig = plot.summary_over_training(summ, seq_len=int(cur["step"].max()) + 1,
+                                     title=f"Gradient decay over training: run {path.name}")
     written += plot.save(fig, out / "summary")
     plt.close(fig)
     bar.update()

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -109,7 +108,7 @@ def test_recorded_iterations_and_eval_passes_do_not_count():
     _clean(model)
 
 
-@pytest.mark.parametrize("where", ["forward", "between", "backward"])
+@pytest.mark.parametrize("where", ["forward", "between", "after_backward", "backward"])
 def test_exception_leaves_model_clean(where):
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
@@ -125,11 +124,13 @@ def test_exception_leaves_model_clean(where):
                 if where == "backward" and i == 3:  # a plain iteration
                     raise RuntimeError("boom")
                 (out - y).pow(2).mean().backward()
+                if where == "after_backward" and i == 2:  # recorded, its backward finished
+                    raise RuntimeError("boom")
                 opt.step()
     model.head._forward_hooks.clear()
     _clean(model)
     # a recorded iteration that broke is dropped; finished ones are kept
-    want = [0, 2] if where == "backward" else [0]
+    want = [0, 2] if where in ("backward", "after_backward") else [0]
     assert sorted(mon.frame()["iteration"].unique()) == want
     with gradlab.record(model) as rec:  # the model still records normally
         (model(x) - y).pow(2).mean().backward()
@@ -333,7 +334,7 @@ def test_summary_over_training_artists():
                          ("memory_length", math.inf if it == 10 else 20.0)):  # fmt: skip
                 rows.append(dict(iteration=it, module="rnn", call=0, layer=layer, direction=0,
                                  quantity=q, value=v))  # fmt: skip
-    fig = summary_over_training(pd.DataFrame(rows))
+    fig = summary_over_training(pd.DataFrame(rows), seq_len=30)
     axes = fig.axes
     assert len(axes) == 3
     assert axes[-1].get_xlabel() == "training iteration"
@@ -341,9 +342,12 @@ def test_summary_over_training_artists():
     for ax in axes:
         assert len([ln for ln in ax.get_lines() if ln.get_gid() == "data"]) == 2
     tops = [ln for ln in axes[1].get_lines() if ln.get_gid() == "reference"]
-    assert len(tops) == 2 and all(ln.get_xdata()[0] == 10 for ln in tops)
+    assert len(tops) == 3  # the T line, and one triangle per layer at iteration 10, y = T
+    tri = [ln for ln in tops if ln.get_marker() == "^"]
+    assert all(ln.get_xdata()[0] == 10 and ln.get_ydata()[0] == 30 for ln in tri)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["rnn, layer 0", "rnn, layer 1", "memory longer than the sequence"]
+    assert labels == ["module rnn, layer 0", "module rnn, layer 1", "sequence length $T = 30$",
+                      "memory longer than the sequence"]  # fmt: skip
 
 
 def test_import_gradlab_is_lazy():
@@ -353,3 +357,19 @@ def test_import_gradlab_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_example_monitor_digits_smoke(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("monitor_digits",
+                                                  ROOT / "examples" / "monitor_digits.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (res,) = mod.main(["--tiny", "--cells", "lstm", "--runs", str(tmp_path / "runs"),
+                       "--out", str(tmp_path / "out")])  # fmt: skip
+    assert res["cell"] == "lstm" and 0.0 <= res["accuracy"] <= 1.0
+    assert sorted(gradlab.Monitor.read(tmp_path / "runs" / "lstm")["iteration"].unique()) == [
+        0, 2, 4]
+    assert (tmp_path / "out" / "lstm" / "summary.md").exists()
+    assert (tmp_path / "out" / "lstm" / "decay_rnn_layer0.png").exists()

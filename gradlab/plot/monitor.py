@@ -37,8 +37,8 @@ def pick_iterations(iterations: Any, n: int) -> list[int]:
 
 
 def run_label(module: Any, layer: Any, direction: Any = 0, call: Any = 0) -> str:
-    """``lstm, layer 0`` (plus ``reverse`` and ``call c`` where they apply)."""
-    s = f"{module}, layer {int(layer)}"
+    """``module rnn, layer 0`` (plus ``reverse`` and ``call c`` where they apply)."""
+    s = f"module {module}, layer {int(layer)}"
     if int(direction) == 1:
         s += ", reverse"
     if int(call) > 0:
@@ -97,6 +97,7 @@ def summary_over_training(
     df: pd.DataFrame,
     fig: Figure | None = None,
     *,
+    seq_len: int | None = None,
     title: str = "Gradient decay over training",
 ) -> Figure:
     """Fitted decay rate, memory length and first/last gradient ratio against iteration.
@@ -104,8 +105,8 @@ def summary_over_training(
     Required columns: ``iteration``, ``quantity`` (``ln_decay_rate``, ``memory_length``,
     ``log10_grad_ratio``; other quantities are ignored), ``value``. Optional ``module``,
     ``call``, ``layer``, ``direction``: one line per recurrent layer. A memory length of inf
-    (the norm never fell 1000× within the sequence) is drawn as an upward triangle at the top
-    edge of its panel.
+    (the norm never fell 1000× within the sequence) is drawn as an upward triangle at the
+    sequence length ``seq_len`` (a dotted line), or at the top edge of its panel without it.
     """
     func = "summary_over_training"
     require(df, func, ["iteration", "quantity", "value"], optional=list(_RUN_KEYS))
@@ -137,10 +138,15 @@ def summary_over_training(
             inf = np.isposinf(y)
             if inf.any():
                 tops.append((x[inf], colors[run]))
+        if q == "memory_length" and seq_len is not None:
+            ax.axhline(float(seq_len), **S.REFERENCE, gid="reference",
+                       label=f"sequence length $T = {int(seq_len)}$")  # fmt: skip
         if tops:
             ymin, ymax = ax.get_ylim()
             if not np.isfinite(part["value"].to_numpy(float)).any():
                 ymin, ymax = 0.0, 1.0
+            if seq_len is not None:
+                ymin, ymax = min(ymin, 0.0), float(seq_len)
             for xs, color in tops:
                 ax.plot(xs, np.full(xs.size, ymax), linestyle="none", marker="^", color=color,
                         markersize=6, clip_on=False, gid="reference",
@@ -152,9 +158,12 @@ def summary_over_training(
         ax.grid(True, linewidth=0.4, alpha=0.5)
     axes[-1].set_xlabel("training iteration")
     handles, _ = axes[0].get_legend_handles_labels()
+    if seq_len is not None and any(q == "memory_length" for q, _ in wanted):
+        handles.append(S.line_handle(f"sequence length $T = {int(seq_len)}$", **S.REFERENCE))
     if any(np.isposinf(df.loc[df["quantity"] == "memory_length", "value"].to_numpy(float))):
         handles.append(S.line_handle("memory longer than the sequence", linestyle="none",
                                      marker="^", color="0.3"))  # fmt: skip
-    S.figure_legend(fig, handles, fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)),
+               fontsize="small")  # fmt: skip
     fig.suptitle(title)
     return fig
