@@ -55,7 +55,8 @@ def train_one(cell: str, args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         acc = task.accuracy(model(x_test), y_test).item()
-    out = gradlab.report(run, Path(args.out) / cell, iterations=6, progress=False)
+    out = gradlab.report(run, Path(args.out) / cell, iterations=6, progress=False,
+                         formats=("png",) if args.tiny else ("png", "svg"))
     s = mon.summary()
     rate = s[s["quantity"] == "ln_decay_rate"].sort_values("iteration")["value"]
     print(f"{cell:>8}: {args.iterations} iterations in {seconds:.0f} s, test accuracy {acc:.3f}, "

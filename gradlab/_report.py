@@ -46,6 +46,7 @@ def report(
     *,
     iterations: int = 6,
     progress: bool = True,
+    formats: tuple[str, ...] = ("png", "svg"),
 ) -> Path:
     """Figures and ``summary.md`` of the monitor folder ``path``, written to ``out``.
 
@@ -54,6 +55,7 @@ def report(
         out: output folder (default ``<path>-report`` next to ``path``); created.
         iterations: how many recorded iterations the decay-curve figure shows (spread evenly).
         progress: a tqdm progress bar over the part files and the figures.
+        formats: figure file formats (see ``gradlab.plot.save``).
 
     Returns:
         The output folder.
@@ -101,19 +103,19 @@ def report(
                 c[["iteration", "step", "value"]],
                 title=f"Gradient reaching each step during training\n{title_run}",
             )
-            written += plot.save(ax, out / f"heatmap_{_stem(key)}")
+            written += plot.save(ax, out / f"heatmap_{_stem(key)}", formats=formats)
             plt.close(ax.figure)
         bar.update()
         ax = plot.decay_over_training(
             c[["iteration", "step", "value"]], n=iterations,
             title=f"Gradient reaching each step, during training\n{title_run}",
         )  # fmt: skip
-        written += plot.save(ax, out / f"decay_{_stem(key)}")
+        written += plot.save(ax, out / f"decay_{_stem(key)}", formats=formats)
         plt.close(ax.figure)
         bar.update()
     fig = plot.summary_over_training(summ, seq_len=int(cur["step"].max()) + 1,
                                      title=f"Gradient decay over training: run {path.name}")
-    written += plot.save(fig, out / "summary")
+    written += plot.save(fig, out / "summary", formats=formats)
     plt.close(fig)
     bar.update()
     bar.close()
@@ -157,6 +159,7 @@ def _markdown(path: Path, cur: pd.DataFrame, summ: pd.DataFrame, written: list[P
                          f"{_fmt(hi)} |")  # fmt: skip
         lines.append("")
     lines += ["## Figures", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in written if p.suffix == ".png"]
+    shown = [p for p in written if p.suffix == ".png"] or [p for p in written if p.suffix == ".svg"]
+    lines += [f"![{p.stem}]({p.name})" for p in shown]
     lines.append("")
     return "\n".join(lines)

@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="(default: PATH-report)")
     p.add_argument("--iterations", type=int, default=6, metavar="N",
                    help="iterations in the decay-curve figure (default: %(default)s)")
+    p.add_argument("--formats", nargs="+", default=["png", "svg"], metavar="EXT",
+                   help="figure formats (default: png svg)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_cmd_report)
     return parser
@@ -184,7 +186,8 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from gradlab._report import report
 
-    out = report(args.path, args.out, iterations=args.iterations, progress=args.progress)
+    out = report(args.path, args.out, iterations=args.iterations, progress=args.progress,
+                 formats=tuple(args.formats))
     print(f"report -> {out}", file=sys.stderr)
     return 0
 
