@@ -6,7 +6,9 @@ A forward pre-hook on the top model counts its grad-enabled calls: call i (0-bas
 iteration i, and ``torch.is_grad_enabled()`` tells an evaluation pass under ``torch.no_grad()``
 apart (it does not count). On iterations 0, every, 2·every, ... the pre-hook enters a
 ``gradlab.record`` context before the submodules run, so the recurrent modules called inside the
-model's forward are recorded as by a standalone ``record``; a one-shot forward hook puts a
+model's forward are recorded as by a standalone ``record`` (a model that is itself a recurrent
+module gets a ``forward`` wrapper instead of the pre-hook, see ``_install_wrapper``); a one-shot
+forward hook puts a
 gradient hook on the model's outputs that marks the end of the backward pass. The recording is
 closed and harvested at the next call of the model (or when the Monitor exits); on every other
 iteration only the pre-hook runs.
@@ -46,6 +48,7 @@ from ._record import DEFAULT_QUANTITIES, FRAME_COLUMNS, _recordable, record
 __all__ = ["Monitor", "curves", "summarise"]
 
 CURVE_KEYS = ["module", "call", "layer", "direction"]
+_MISSING = object()
 SUMMARY_QUANTITIES = (
     "log10_grad_ratio", "log10_decay_rate", "ln_decay_rate", "fit_r2", "memory_length",
     "nonfinite_frac",
@@ -173,8 +176,8 @@ class Monitor:
         mon.summary()   # per recorded iteration: decay rate, memory length, ...
 
     Args:
-        model: the model the loop calls once per training iteration; it must *contain* the
-            ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (or gradlab model) to record, not be one.
+        model: the model the loop calls once per training iteration, containing (or being) the
+            ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (or gradlab model) to record.
         every: record iterations 0, every, 2·every, ... An iteration is a grad-enabled call of
             ``model``; calls under ``torch.no_grad()`` (evaluation) do not count.
         path: a folder (created; must be empty) to stream each recorded iteration's rows to as
@@ -211,12 +214,6 @@ class Monitor:
         for name, v in (("every", every), ("image_every", image_every)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Monitor: {name} must be a positive integer, got {v!r}")
-        if _recordable(model):
-            raise ValueError(
-                f"Monitor: the model is itself a {type(model).__name__}; Monitor counts the calls "
-                f"of the model that contains the recurrent module (its pre-hook runs after the "
-                f"module's forward is chosen). Wrap it in an nn.Module whose forward calls it"
-            )
         quantities = tuple(quantities)
         if "grad_norm" not in quantities:
             quantities = ("grad_norm", *quantities)
@@ -244,6 +241,9 @@ class Monitor:
         self._active = False
         self._imaged = -1
         self._last_harvested = -1
+        self._wrapper: Callable[..., Any] | None = None
+        self._wrapper_prev: Any = None
+        self._rec_forward: Callable[..., Any] | None = None
 
     # -- context manager ------------------------------------------------------------------------
     def __enter__(self) -> Monitor:
@@ -263,7 +263,9 @@ class Monitor:
             from .integrations.tensorboard import summary_writer
 
             self._writer, self._own_writer = summary_writer(self._tb_arg)
-        if self._auto:
+        if self._auto and _recordable(self.model):
+            self._install_wrapper()
+        elif self._auto:
             self._hook = self.model.register_forward_pre_hook(self._pre_hook)
         self._active = True
         return self
@@ -279,11 +281,14 @@ class Monitor:
             self._close()
 
     def _close(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        if self._stack is not None:
-            self._discard()
+        try:
+            if self._stack is not None:
+                self._discard()
+        finally:
+            if self._hook is not None:
+                self._hook.remove()
+                self._hook = None
+            self._remove_wrapper()
         if self._writer is not None:
             if self._last_harvested >= 0 and self._imaged != self._last_harvested:  # final state
                 from .integrations.tensorboard import write_images
@@ -356,7 +361,11 @@ class Monitor:
         stack = contextlib.ExitStack()
         try:
             self._rec = stack.enter_context(record(self.model, **self._record_kwargs))
-            if self._auto:
+            if self._wrapper is not None:  # record shadowed the model's forward: call it from
+                d = self.model.__dict__  # the wrapper, which stays the entry point
+                self._rec_forward = d["forward"]
+                d["forward"] = self._wrapper
+            if self._auto and self._wrapper is None:
                 stack.enter_context(_removing(self.model.register_forward_hook(self._post_hook)))
         except BaseException:
             stack.close()
@@ -364,6 +373,36 @@ class Monitor:
         self._stack = stack
         self._rec_iteration = i
         self._backward_done = False
+
+    # A pre-hook runs after nn.Module.__call__ has looked up ``forward``, too late to record the
+    # call of a model that is itself a recurrent module. For such a model the Monitor shadows
+    # ``forward`` with a wrapper (an instance attribute, removed on exit) that runs the pre-hook's
+    # logic first and then calls record's shadow when a recording is open, else the class's
+    # forward.
+    def _install_wrapper(self) -> None:
+        model = self.model
+        prev = model.__dict__.get("forward", _MISSING)
+        plain = prev if prev is not _MISSING else type(model).forward.__get__(model)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            self._pre_hook(model, args)
+            if self._stack is None:
+                return plain(*args, **kwargs)
+            out = self._rec_forward(*args, **kwargs)
+            self._post_hook(model, args, out)  # (a hook registered mid-call would not run)
+            return out
+
+        self._wrapper, self._wrapper_prev = forward, prev
+        model.forward = forward
+
+    def _remove_wrapper(self) -> None:
+        if self._wrapper is None:
+            return
+        if self._wrapper_prev is _MISSING:
+            self.model.__dict__.pop("forward", None)
+        else:
+            self.model.__dict__["forward"] = self._wrapper_prev
+        self._wrapper = self._rec_forward = None
 
     def _post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._grad_handles or not torch.is_grad_enabled():
