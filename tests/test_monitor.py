@@ -163,6 +163,19 @@ def test_exception_leaves_model_clean(where):
     assert (rec.frame()["quantity"] == "grad_norm").any()
 
 
+def test_nonfinite_gradient_error_leaves_model_clean():
+    """record refuses a NaN gradient (FloatingPointError, from inside the backward): the error
+    reaches the loop, the broken iteration is dropped, the model is clean."""
+    model = Net(nn.GRU)
+    x, y = _batch()
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        with gradlab.Monitor(model, every=1) as mon:
+            model(x).sum().backward()
+            (model(x).sum() * torch.tensor(float("nan"))).backward()
+    _clean(model)
+    assert sorted(mon.frame()["iteration"].unique()) == [0]
+
+
 def _boom(*_):
     raise RuntimeError("boom")
 
