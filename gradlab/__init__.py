@@ -1,6 +1,7 @@
 """gradlab: show, measure and explain vanishing and exploding gradients in recurrent networks.
 
-The public surface: :func:`record` (hooks for any model), the instrumented models in
+The public surface: :func:`record` (hooks for any model), :class:`Monitor` (``record`` at every
+n-th iteration of a training loop, with TensorBoard output) and :func:`report` (its figures), the instrumented models in
 :mod:`gradlab.models` (and :class:`Unrolled` for a user's own cell), the analysis functions
 (:func:`gradient_flow`, :func:`flow_map`, :func:`jacobian_spectrum`, :func:`lyapunov_spectrum`,
 :func:`bptt_by_lag`), :mod:`gradlab.theory`, :mod:`gradlab.init`, :mod:`gradlab.tasks`,
@@ -9,7 +10,9 @@ The public surface: :func:`record` (hooks for any model), the instrumented model
 """
 
 from . import models, theory
+from ._monitor import Monitor
 from ._record import Recording, record
+from ._report import report
 from .analysis import bptt_by_lag, flow_map, gradient_flow, jacobian_spectrum, lyapunov_spectrum
 from .models import Unrolled
 
@@ -17,6 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "record",
     "Recording",
+    "Monitor",
+    "report",
     "models",
     "Unrolled",
     "gradient_flow",

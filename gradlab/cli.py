@@ -1,4 +1,4 @@
-"""The gradlab command line: ``gradlab run | list | figures`` (also ``python -m gradlab``).
+"""The gradlab command line: ``gradlab run | list | figures | report`` (also ``python -m gradlab``).
 
 Exit codes: 0 success; 1 a point or the figures failed; 2 a malformed experiment file or a
 usage error (nothing is written then).
@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, run=True)
     p.add_argument("--out", default="figures", metavar="DIR", help="(default: %(default)s)")
     p.set_defaults(func=_cmd_figures)
+    p = sub.add_parser("report", help="figures and summary.md of a gradlab.Monitor(path=) folder")
+    p.add_argument("path", help="the folder a gradlab.Monitor streamed its rows to")
+    p.add_argument("--out", default=None, metavar="DIR", help="(default: PATH-report)")
+    p.add_argument("--iterations", type=int, default=6, metavar="N",
+                   help="iterations in the decay-curve figure (default: %(default)s)")
+    p.add_argument("--formats", nargs="+", default=["png", "svg"], metavar="EXT",
+                   help="figure formats (default: png svg)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -171,6 +180,15 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     out = Path(args.out)
     render_all(results, out, args.scale)
     print(f"figures [{args.scale}] -> {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gradlab._report import report
+
+    out = report(args.path, args.out, iterations=args.iterations, progress=args.progress,
+                 formats=tuple(args.formats))
+    print(f"report -> {out}", file=sys.stderr)
     return 0
 
 

@@ -17,6 +17,8 @@ singular_value_spectra     init, cell, k, index, value [seed]
 bptt_by_lag                cell, param, lag, value [seed, quantity]
 training_curves            task, cell, seq_len, clip, iteration, quantity, value [seed]
 training_grad_heatmap      iteration, step, value (+ the filter columns) [quantity]
+decay_over_training        iteration, step, value (+ the filter columns)
+summary_over_training      iteration, quantity, value [module, call, layer, direction]
 gate_saturation            cell, init, gate, step, quantity, value [seed]
 =========================  ====================================================================
 """
@@ -27,6 +29,7 @@ from .bptt import bptt_by_lag
 from .decay import decay_curves, decay_heatmap
 from .flow import flow_heatmaps
 from .gates import gate_saturation
+from .monitor import decay_over_training, summary_over_training
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
 from .training import training_curves, training_grad_heatmap
@@ -38,11 +41,13 @@ __all__ = [
     "bptt_by_lag",
     "decay_curves",
     "decay_heatmap",
+    "decay_over_training",
     "flow_heatmaps",
     "gain_phase_diagram",
     "gate_saturation",
     "save",
     "singular_value_spectra",
+    "summary_over_training",
     "training_curves",
     "training_grad_heatmap",
 ]
