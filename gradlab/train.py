@@ -94,6 +94,42 @@ class SequenceModel(nn.Module):
         return self.head(out)  # (B, T, O)
 
 
+def _make_model(
+    cell: str,
+    task: Task,
+    hidden_size: int,
+    num_layers: int,
+    nhead: int,
+    init: str,
+    init_params: Mapping[str, Any] | None,
+    seed_params: int,
+    device: torch.device,
+) -> SequenceModel:
+    """The model ``train`` starts from: its weights depend on ``seed_params`` only."""
+    if cell == "transformer" and init != "default":
+        raise ValueError(
+            f"train: init={init!r} is a recurrent-weight scheme; cell='transformer' takes "
+            "init='default' (PyTorch's init of its layers, drawn from the seed)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_params)  # the Transformer's default init draws from here
+        model = SequenceModel(
+            cell,
+            task.input_size,
+            hidden_size,
+            task.output_size,
+            num_layers,
+            task.readout,
+            nhead=nhead,
+            device=device,
+        )
+    g_params = torch.Generator().manual_seed(seed_params)
+    if cell != "transformer":
+        apply_init(model.rnn, init, generator=g_params, **(init_params or {}))
+    _init_head(model.head, g_params)
+    return model
+
+
 def _seeds(seed: int) -> tuple[int, int, int]:
     """Independent seeds for (parameters, training data, evaluation data)."""
     a, b, c = (
@@ -163,7 +199,8 @@ def train(
     eval_every: int | None = None,
     eval_batches: int = 4,
     task_params: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:
+    return_model: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, SequenceModel]:
     """Train ``SequenceModel(cell, ...)`` on ``task`` by BPTT; return the tidy training record.
 
     Args:
@@ -194,6 +231,7 @@ def train(
         eval_batches: number of fixed evaluation batches of ``batch_size`` (drawn once, from the
             "test" split for data sets).
         task_params: extra keywords for ``make_task``.
+        return_model: return (table, the trained model) instead of the table.
 
     Returns:
         DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
@@ -225,29 +263,10 @@ def train(
             "build the task with the same device or pass device=task.device"
         )
 
-    if cell == "transformer" and init != "default":
-        raise ValueError(
-            f"train: init={init!r} is a recurrent-weight scheme; cell='transformer' takes "
-            "init='default' (PyTorch's init of its layers, drawn from the seed)"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_params)  # the Transformer's default init draws from here
-        model = SequenceModel(
-            cell,
-            task.input_size,
-            hidden_size,
-            task.output_size,
-            num_layers,
-            task.readout,
-            nhead=nhead,
-            device=device,
-        )
-    g_params = torch.Generator().manual_seed(seed_params)
-    if cell != "transformer":
-        apply_init(model.rnn, init, generator=g_params, **(init_params or {}))
-    else:
+    model = _make_model(cell, task, hidden_size, num_layers, nhead, init, init_params,
+                        seed_params, device)  # fmt: skip
+    if cell == "transformer":
         track_every = None
-    _init_head(model.head, g_params)
     params = list(model.parameters())
     opt = _OPTIMIZERS[optimizer](params, lr=lr)
 
@@ -307,8 +326,8 @@ def train(
         }
     )
     out = pd.concat([table, *tracked], ignore_index=True) if tracked else table
-    out = out.sort_values("iteration", kind="stable")
-    return out.reset_index(drop=True)[_COLUMNS]
+    out = out.sort_values("iteration", kind="stable").reset_index(drop=True)[_COLUMNS]
+    return (out, model) if return_model else out
 
 
 def _tracked_step(

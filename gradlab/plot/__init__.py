@@ -18,6 +18,9 @@ bptt_by_lag                cell, param, lag, value [seed, quantity]
 training_curves            task, cell, seq_len, clip, iteration, quantity, value [seed]
 training_grad_heatmap      iteration, step, value (+ the filter columns) [quantity]
 gate_saturation            cell, init, gate, step, quantity, value [seed]
+input_gradient_curves      arch, stage, lag, value (log10 ‖∂L/∂x_{T-1-k}‖) [seed]
+length_sweep               task, arch, seq_len, value (final loss ÷ baseline) [seed]
+parallel_timing            arch, seq_len, ms_median, sequential_steps [ms_min, ms_max]
 =========================  ====================================================================
 """
 
@@ -30,6 +33,7 @@ from .gates import gate_saturation
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
 from .training import training_curves, training_grad_heatmap
+from .transformer import input_gradient_curves, length_sweep, parallel_timing
 
 __all__ = [
     "CELL_COLORS",
@@ -41,6 +45,9 @@ __all__ = [
     "flow_heatmaps",
     "gain_phase_diagram",
     "gate_saturation",
+    "input_gradient_curves",
+    "length_sweep",
+    "parallel_timing",
     "save",
     "singular_value_spectra",
     "training_curves",
