@@ -146,6 +146,11 @@ def write(rows: list[dict], device, threads: int, batch: int, out: Path, cmd: st
         "again in the backward pass; a Transformer layer computes all T positions in one step.",
         "- On a CPU with few threads the hardware has little parallelism to offer, so wall time "
         "follows the amount of work: O(T·H²) for an RNN, O(T·d² + T²·d) for causal attention.",
+        "- The 2-core machine is shared: other jobs ran during the measurement, so single "
+        "repeats scatter widely (see min–max); the medians are what the figure draws.",
+        "- The models have equal width (H = d_model = 64), not equal parameter counts: this "
+        "table is about time per sequence length; the equal-budget comparison of what each "
+        "learns is `experiments/long_dependency.toml`.",
         "- A CUDA run was not possible in the session that made this table (no GPU lent); "
         "`python benchmarks/bench_parallel.py --device cuda` writes `parallel-cuda.md` and "
         "`.csv` beside this file.",

@@ -585,7 +585,7 @@ def _long_dependency(df: pd.DataFrame):
     fig = plot.length_sweep(
         rel,
         labels=labels,
-        title=f"Final loss against sequence length at equal parameter budget "
+        title=f"Final loss against sequence length at equal parameter budget\n"
         f"({int(_one(df, 'steps'))} Adam updates, clipping at {_g(_one(df, 'clip_norm'))}, "
         f"{_seeds(df)})",
     )
@@ -595,22 +595,26 @@ def _long_dependency(df: pd.DataFrame):
         T_max = int(part["seq_len"].max())
         at = part[part["seq_len"] == T_max]
         g = at.groupby("arch")["value"]
+        geo = np.exp(np.log(at["value"]).groupby(at["arch"]).mean())
         vals = ", ".join(
-            f"{_name(a)} {_g(g.mean()[a], 2)} [{_g(g.min()[a], 2)}–{_g(g.max()[a], 2)}]"
+            f"{_name(a)} {_g(geo[a], 2)} [{_g(g.min()[a], 2)}–{_g(g.max()[a], 2)}]"
             for a in _cells(at["arch"])
         )
-        solved = part.groupby(["arch", "seq_len"])["value"].mean()
+        solved = np.exp(np.log(part["value"]).groupby([part["arch"], part["seq_len"]]).mean())
         longest = []
         for a in _cells(part["arch"]):
             ok = [T for (aa, T), v in solved.items() if aa == a and v < 0.5]
             longest.append(f"{_name(a)} {max(ok) if ok else 'none'}")
         sentences.append(
-            f"{task} at T = {T_max}, final loss ÷ baseline (mean [min–max] over "
-            f"{_seeds(part)}): {vals}. Longest T with a mean below 0.5: " + ", ".join(longest)
+            f"{task} at T = {T_max}, final loss ÷ baseline (geometric mean [min–max] over "
+            f"{_seeds(part)}): {vals}. Longest T where it is below 0.5: " + ", ".join(longest)
         )
     counts = _q(df, "params").groupby("arch")["value"]
-    budget = ", ".join(f"{_name(a)} {int(counts.min()[a]):,}–{int(counts.max()[a]):,}"
-                       for a in _cells(counts.min().index))  # fmt: skip
+    def _span(a) -> str:
+        lo, hi = int(counts.min()[a]), int(counts.max()[a])
+        return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,} (by task)"
+
+    budget = ", ".join(f"{_name(a)} {_span(a)}" for a in _cells(counts.min().index))
     reading = "; ".join(sentences) + f". Parameters: {budget}."
     return fig, reading
 

@@ -94,7 +94,7 @@ def length_sweep(
     func = "length_sweep"
     require(df, func, ["task", "arch", "seq_len", "value"], optional=["seed"])
     tasks = S.ordered(df["task"], ("adding", "copy", "digits"))
-    fig = S.new_figure(fig, (4.8 * len(tasks) + 0.4, 4.3))
+    fig = S.new_figure(fig, (4.6 * len(tasks) + 3.4, 4.3))
     axes = S.grid(fig, 1, len(tasks))[0]
     archs = _archs(df["arch"])
     colors = S.cell_colors(archs)
@@ -120,14 +120,21 @@ def length_sweep(
                 va="bottom", fontsize="small", color="0.35")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks = sorted(d.loc[d["task"] == task, "seq_len"].unique())
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(r"sequence length $T$ (steps; copy: the delay)")
         ax.set_ylabel("final loss ÷ no-memory baseline")
         ax.set_title(S.title_case_task(task))
         ax.grid(True, which="both", linewidth=0.4, alpha=0.4)
-        handles, _ = ax.get_legend_handles_labels()
-        if n_max > 1:
-            handles.append(S.band_handle(S.band_text("minmax", n_max, geometric=True)))
-        ax.legend(handles=handles, fontsize="x-small", loc="lower right")
+    handles = []
+    for ax in axes:  # one legend entry per label (labels may differ per task: sizes)
+        for h in ax.get_legend_handles_labels()[0]:
+            if h.get_label() not in [k.get_label() for k in handles]:
+                handles.append(h)
+    if n_max > 1:
+        handles.append(S.band_handle(S.band_text("minmax", n_max, geometric=True)))
+    S.figure_legend(fig, handles, fontsize="small")
     fig.suptitle(title)
     return fig
 
