@@ -264,6 +264,35 @@ def vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> Tensor
     return torch.matmul(ga, W) + u * z
 
 
+def input_vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> Tensor:
+    """uᵀ ∂s_t/∂x_t: the gradient on the input x_t of a gradient u (..., S) on s_t; (..., I).
+
+    s_t depends on x_t only through the input pre-activation W_ih x_t + b_ih, so the result is
+    W_ihᵀ (∂L/∂a_t) with ∂L/∂a_t the gradient on the stacked gate pre-activations, the same as
+    in :func:`vjp_from_cache` except for the GRU's new gate n, whose input part W_in x enters
+    without the reset gate (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))).
+    """
+    kind = p.kind
+    W = p.w_ih
+    if kind in ("rnn_tanh", "rnn_relu"):
+        d = 1 - cache["h"] ** 2 if kind == "rnn_tanh" else (cache["a"] > 0).to(W.dtype)
+        return torch.matmul(u * d, W)
+    if kind == "lstm":
+        uh, uc = u.chunk(2, dim=-1)
+        i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
+        c, tc = cache["c_prev"], cache["tanh_c"]
+        uc_tot = uc + uh * o * (1 - tc**2)  # gradient on c_t
+        ga = torch.cat(
+            [uc_tot * g * i * (1 - i), uc_tot * c * f * (1 - f),
+             uc_tot * i * (1 - g**2), uh * tc * o * (1 - o)], dim=-1,
+        )  # (..., 4H)
+        return torch.matmul(ga, W)
+    r, z, n, hn, h = cache["r"], cache["z"], cache["n"], cache["hn"], cache["h_prev"]
+    gn = u * (1 - z) * (1 - n**2)  # on n's pre-activation
+    ga = torch.cat([gn * hn * r * (1 - r), u * (h - n) * z * (1 - z), gn], dim=-1)
+    return torch.matmul(ga, W)
+
+
 def jvp_from_cache(p: CellParams, cache: dict[str, Tensor], v: Tensor) -> Tensor:
     """∂s_t/∂s_{t-1} v without forming the Jacobian: v (..., S) -> (..., S)."""
     kind = p.kind

@@ -27,8 +27,9 @@ import pandas as pd
 
 __all__ = ["FIGURES", "render_all"]
 
-_CELL_NAMES = {"rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU"}
-_CELL_ORDER = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+_CELL_NAMES = {"rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU",
+               "transformer": "Transformer"}  # fmt: skip
+_CELL_ORDER = ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer")
 _ROUNDOFF_DECADES = 13.0  # singular values this far below a product's largest are round-off
 
 
@@ -38,6 +39,21 @@ class _Figure:
     experiment: str  # the experiment whose rows it draws
     caption: str  # what is plotted (README heading)
     draw: Callable[[pd.DataFrame], tuple[object, str]]  # rows -> (figure, one-line reading)
+    # a committed table (path from the repository root) instead of an experiment's results:
+    # read, not re-measured, by `make figures` (e.g. a timing benchmark)
+    source: str | None = None
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with_sources(results: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """``results`` plus the committed tables of figures that read one (when not given)."""
+    out = dict(results)
+    for f in FIGURES:
+        if f.source and f.experiment not in out and (_ROOT / f.source).exists():
+            out[f.experiment] = pd.read_csv(_ROOT / f.source)
+    return out
 
 
 # --- small helpers: selection and number formatting --------------------------------------
@@ -497,6 +513,149 @@ def _gates_mean(df: pd.DataFrame):
     return _gates(df, "gate_mean")
 
 
+# --- Why the Transformer ---------------------------------------------------------------------
+
+
+def _arch_label(df: pd.DataFrame, arch: str) -> str:
+    """'LSTM (H = 30, 4,111 params)' from the study's params/hidden_size rows."""
+    part = df[df["arch"] == arch]
+    n = _q(part, "params")["value"]
+    h = _q(part, "hidden_size")["value"]
+    if n.empty or h.empty:
+        return _name(arch)
+    size = "d_model" if arch == "transformer" else "H"
+    return f"{_name(arch)} ({size} = {int(h.iloc[0])}, {int(n.iloc[0]):,} params)"
+
+
+def _input_grad(df: pd.DataFrame):
+    from gradlab import plot
+
+    curves = _q(df, "log10_grad_norm")
+    archs = _cells(curves["arch"])
+    T, T_train = int(_one(df, "seq_len")), int(_one(df, "train_len"))
+    steps, task = int(_one(df, "train_steps")), _one(df, "task")
+    fig = plot.input_gradient_curves(
+        curves,
+        labels={a: _arch_label(df, a) for a in archs},
+        title=f"Gradient reaching input $x_{{T-1-k}}$ from the output at $T-1$ ($T = {T}$, "
+        f"{task} inputs, float64)\nat init and after {steps} Adam updates at $T = {T_train}$;"
+        " equal parameter budget",
+    )
+    m = curves.groupby(["stage", "arch", "lag"])["value"].mean()
+    lag_max = int(curves["lag"].max())
+    parts = []
+    for stage in ("init", "trained"):
+        if stage not in m.index.get_level_values(0):
+            continue
+        per = ", ".join(
+            f"{_name(a)} 10^{_f(m[(stage, a, 0)], 1)} → 10^{_f(m[(stage, a, lag_max)], 1)}"
+            for a in archs
+        )
+        parts.append(f"{stage}: {per}")
+    tf = "transformer" in archs
+    span = ""
+    if tf:
+        rng = [m[(st, "transformer")] for st in ("init", "trained") if (st, "transformer") in m]
+        lo = min(float(r[r.index >= 1].min()) for r in rng)
+        hi = max(float(r[r.index >= 1].max()) for r in rng)
+        span = (f" The Transformer's gradient stays between 10^{_f(lo, 1)} and 10^{_f(hi, 1)} "
+                f"at every lag from 1 to {lag_max}: its path to any input is one layer stack, "
+                "so nothing decays with distance; its level is set by how attention spreads "
+                "over the T positions.")  # fmt: skip
+    ev = _mean_by(_q(df, "final_eval_loss"), ["arch"])
+    base = float(_q(df, "baseline")["value"].iloc[0])
+    losses = ", ".join(f"{_name(a)} {_g(ev[a], 2)}" for a in archs if a in ev.index)
+    reading = (
+        f"‖∂L/∂x‖ at lag 0 → lag {lag_max}, " + "; ".join(parts) + "." + span
+        + f" Evaluation loss after training (at T = {T_train}; baseline {_g(base, 3)}): "
+        + losses + "."
+    )
+    return fig, reading
+
+
+def _long_dependency(df: pd.DataFrame):
+    from gradlab import plot
+
+    rel = _q(df, "relative_loss")
+    labels = {}
+    for task in rel["task"].unique():
+        part = df[df["task"] == task]
+        for arch in part["arch"].unique():
+            labels[(task, arch)] = _arch_label(part, arch)
+    fig = plot.length_sweep(
+        rel,
+        labels=labels,
+        title=f"Final loss against sequence length at equal parameter budget\n"
+        f"({int(_one(df, 'steps'))} Adam updates, clipping at {_g(_one(df, 'clip_norm'))}, "
+        f"{_seeds(df)})",
+    )
+    sentences = []
+    for task in sorted(rel["task"].unique()):
+        part = rel[rel["task"] == task]
+        T_max = int(part["seq_len"].max())
+        at = part[part["seq_len"] == T_max]
+        g = at.groupby("arch")["value"]
+        geo = np.exp(np.log(at["value"]).groupby(at["arch"]).mean())
+        vals = ", ".join(
+            f"{_name(a)} {_g(geo[a], 2)} [{_g(g.min()[a], 2)}–{_g(g.max()[a], 2)}]"
+            for a in _cells(at["arch"])
+        )
+        solved = np.exp(np.log(part["value"]).groupby([part["arch"], part["seq_len"]]).mean())
+        longest = []
+        for a in _cells(part["arch"]):
+            ok = [T for (aa, T), v in solved.items() if aa == a and v < 0.5]
+            longest.append(f"{_name(a)} {max(ok) if ok else 'none'}")
+        sentences.append(
+            f"{task} at T = {T_max}, final loss ÷ baseline (geometric mean [min–max] over "
+            f"{_seeds(part)}): {vals}. Longest T where it is below 0.5: " + ", ".join(longest)
+        )
+    counts = _q(df, "params").groupby("arch")["value"]
+    def _span(a) -> str:
+        lo, hi = int(counts.min()[a]), int(counts.max()[a])
+        return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,} (by task)"
+
+    budget = ", ".join(f"{_name(a)} {_span(a)}" for a in _cells(counts.min().index))
+    reading = "; ".join(sentences) + f". Parameters: {budget}."
+    return fig, reading
+
+
+def _parallel(df: pd.DataFrame):
+    from gradlab import plot
+
+    dev = _one(df, "device") or "cpu"
+    B = _one(df, "batch_size")
+    fig = plot.parallel_timing(
+        df,
+        title=f"The parallelism limit on {dev.upper()}: forward + backward of one batch\n"
+        f"(B = {B}; RNNs H = 64, one fused layer; Transformer d_model = 64, 2 layers; "
+        "1 thread)",
+    )
+    T = sorted(df["seq_len"].unique())
+    t0, t1 = T[0], T[-1]
+    ms = df.set_index(["arch", "seq_len"])["ms_median"]
+    archs = _cells(df["arch"])
+    at = ", ".join(f"{_name(a)} {_g(ms[(a, t0)], 2)} → {_g(ms[(a, t1)], 3)} ms" for a in archs)
+    ta = T[-2]
+    slope = ", ".join(
+        f"{_name(a)} {_f(math.log(ms[(a, t1)] / ms[(a, ta)]) / math.log(t1 / ta), 2)}"
+        for a in archs
+    )
+    steps = df.set_index(["arch", "seq_len"])["sequential_steps"]
+    ratio = ms[("transformer", t1)] / ms[("lstm", t1)] if "transformer" in archs else float("nan")
+    r0 = ms[("transformer", t0)] / ms[("lstm", t0)] if "transformer" in archs else float("nan")
+    reading = (
+        f"Wall time at T = {t0} → {t1}: {at} (median of repeats, interleaved, "
+        f"{dev.upper()}). Growth exponent between T = {ta} and {t1}: {slope} (1: linear, 2: "
+        f"quadratic). Sequential steps at T = {t1}: RNNs {int(steps[(archs[0], t1)])}, "
+        f"Transformer {int(steps[('transformer', t1)]) if 'transformer' in archs else 'n/a'}. "
+        f"The Transformer takes {_g(r0, 2)}× the LSTM's time at T = {t0} and {_g(ratio, 2)}× at "
+        f"T = {t1}: on a CPU with one thread nothing runs in parallel, so the T sequential "
+        "steps cost the RNN nothing extra, while attention's O(T²) work shows. The "
+        "sequential-step count is what a GPU turns into speed; no GPU run is in this table."
+    )
+    return fig, reading
+
+
 FIGURES: tuple[_Figure, ...] = (
     _Figure("decay", "decay", "Gradient norm against lag, per cell, with fitted rates", _decay),
     _Figure("flow_map", "flow_map", "Jacobian-norm map log10 ‖∂h_t/∂h_k‖ per cell", _flow_map),
@@ -513,6 +672,12 @@ FIGURES: tuple[_Figure, ...] = (
     ),  # fmt: skip
     _Figure("gates", "gates", "Gate saturation along the sequence", _gates_saturated),
     _Figure("gates_mean", "gates", "Gate means along the sequence", _gates_mean),
+    _Figure("input_grad", "input_grad", "Why the Transformer: gradient reaching each input, "
+            "RNN/LSTM/GRU vs Transformer", _input_grad),
+    _Figure("long_dependency", "long_dependency", "Why the Transformer: final loss against "
+            "sequence length at equal parameter budget", _long_dependency),
+    _Figure("parallel", "parallel", "Why the Transformer: the parallelism limit (wall time and "
+            "sequential steps against T)", _parallel, source="benchmarks/parallel-cpu.csv"),
 )
 
 
@@ -556,6 +721,7 @@ def render_all(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    results = _with_sources(results)
     todo = [f for f in FIGURES if f.experiment in results and not results[f.experiment].empty]
     missing = [f for f in FIGURES if f not in todo]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
@@ -589,6 +755,12 @@ def _readme(entries, missing, results, scale: str) -> str:
     for spec, reading in entries:
         df = results[spec.experiment]
         n_points = df["point"].nunique() if "point" in df.columns else "?"
+        data = (
+            f"Data: `experiments/{spec.experiment}.toml` ({n_points} points at scale `{scale}`)."
+            if spec.source is None
+            else f"Data: `{spec.source}` (committed; measured by `python "
+            f"benchmarks/bench_parallel.py`, read, not re-measured, by `{cmd}`)."
+        )
         lines += [
             f"## {spec.caption}",
             "",
@@ -597,8 +769,7 @@ def _readme(entries, missing, results, scale: str) -> str:
             reading,
             "",
             f"Files: [`{spec.name}.png`]({spec.name}.png), [`{spec.name}.svg`]({spec.name}.svg). "
-            f"Data: `experiments/{spec.experiment}.toml` ({n_points} points at scale "
-            f"`{scale}`). Made by: `{cmd}`.",
+            f"{data} Made by: `{cmd}`.",
             "",
         ]
     if missing:
@@ -606,6 +777,8 @@ def _readme(entries, missing, results, scale: str) -> str:
         lines += [
             f"- `{m.name}`: experiment `{m.experiment}` has no results; run "
             f"`gradlab run {m.experiment} --scale {scale}`."
+            if m.source is None
+            else f"- `{m.name}`: `{m.source}` is missing; run `python benchmarks/bench_parallel.py`."
             for m in missing
         ]
         lines.append("")

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from . import _bptt, _flow, _lyapunov
 from ._cells import CellParams, module_kind, params_from_module
+from ._input_grad import input_gradients
 
 __all__ = [
     "gradient_flow",
@@ -44,6 +45,7 @@ __all__ = [
     "jacobian_spectrum",
     "lyapunov_spectrum",
     "bptt_by_lag",
+    "input_gradients",
 ]
 
 

@@ -9,18 +9,24 @@ delivers to it, and the closed-form Jacobians ∂s_t/∂s_{t-1}.
 ``Unrolled`` does the same for a user's own cell, any ``nn.Module`` mapping ``(x_t, state)`` to
 the next state (a tensor, or a tuple of tensors whose first entry is the output h_t); its
 Jacobians come from ``torch.func.jacrev``.
+
+``Transformer`` is the causal attention model set beside them: an ``nn.TransformerEncoder`` over
+the projected input plus a positional encoding, (B, T, I) -> (B, T, d_model) like a batch_first
+recurrent module's output, so :class:`gradlab.train.SequenceModel` puts the same read-out on it.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from . import _cells
 
-__all__ = ["RNN", "LSTM", "GRU", "Unrolled"]
+__all__ = ["RNN", "LSTM", "GRU", "Unrolled", "Transformer"]
 
 
 class _Recurrent(nn.Module):
@@ -275,3 +281,186 @@ def _unrolled_user_forward(module: Unrolled, x: Tensor, state, observer=None, na
     if not module.batch_first:
         out = out.transpose(0, 1)
     return out, state
+
+
+# ---------------------------------------------------------------------------------------------
+# The causal Transformer
+
+
+def sinusoidal_encoding(T: int, d_model: int, *, device=None, dtype=None) -> Tensor:
+    """PE (T, d_model): PE[t, 2m] = sin(t / 10000^(2m/d)), PE[t, 2m+1] = cos(t / 10000^(2m/d)).
+
+    Vaswani et al. (2017), section 3.5; for odd d_model the last column is the sine of its pair.
+    """
+    t = torch.arange(T, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    pe = torch.zeros(T, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(t * freq)
+    pe[:, 1::2] = torch.cos(t * freq[: d_model // 2])
+    return pe.to(device=device, dtype=dtype)
+
+
+def causal_mask(T: int, *, device=None, dtype=torch.float32) -> Tensor:
+    """(T, T) additive mask: 0 where key j ≤ query t, -inf above the diagonal (no future)."""
+    return torch.triu(torch.full((T, T), float("-inf"), device=device, dtype=dtype), diagonal=1)
+
+
+class Transformer(nn.Module):
+    """Causal Transformer encoder: position t sees x_0..x_t only.
+
+    z_t = W_in x_t + b_in + PE_t,  (B, T, I) -> (B, T, d_model), then ``num_layers``
+    ``nn.TransformerEncoderLayer`` (``batch_first``, ReLU feed-forward of width
+    ``dim_feedforward``, pre-LN if ``norm_first`` with a final LayerNorm, else post-LN) under the
+    causal mask of :func:`causal_mask`. ``positional``: "sinusoidal" (fixed, any T) or
+    "learned" (a parameter (max_len, d_model) ~ N(0, 0.02²); T ≤ max_len).
+
+    The output is the top layer's (B, T, d_model) sequence, as a batch_first ``nn.RNN``'s
+    ``output`` is (B, T, H): ``SequenceModel("transformer", ...)`` reads it out the same way.
+    The path from any x_k to any output y_t (k ≤ t) is ``num_layers`` attention hops long,
+    whatever t - k is, and the whole sequence is processed in ``num_layers`` sequential steps.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        d_model: int,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.0,
+        *,
+        positional: str = "sinusoidal",
+        max_len: int | None = None,
+        norm_first: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for n, v in [("input_size", input_size), ("d_model", d_model), ("nhead", nhead),
+                     ("num_layers", num_layers)]:  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Transformer: {n} must be a positive integer, got {v!r}")
+        if d_model % nhead:
+            raise ValueError(
+                f"Transformer: d_model={d_model} is not divisible by nhead={nhead}; pick "
+                f"d_model a multiple of nhead (e.g. {nhead * max(1, d_model // nhead)})"
+            )
+        if positional not in ("sinusoidal", "learned"):
+            raise ValueError(
+                f"Transformer: positional must be 'sinusoidal' or 'learned', got {positional!r}"
+            )
+        if positional == "learned" and (not isinstance(max_len, int) or max_len < 1):
+            raise ValueError(
+                f"Transformer: positional='learned' needs max_len (the longest T), got {max_len!r}"
+            )
+        fk = {"device": device, "dtype": dtype}
+        self.input_size, self.d_model, self.nhead, self.num_layers = (
+            input_size, d_model, nhead, num_layers)  # fmt: skip
+        self.hidden_size = d_model
+        self.positional, self.max_len, self.norm_first = positional, max_len, norm_first
+        self.batch_first = True
+        self.input_proj = nn.Linear(input_size, d_model, **fk)
+        if positional == "learned":
+            self.pos_embedding = nn.Parameter(0.02 * torch.randn(max_len, d_model, **fk))
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward or 4 * d_model, dropout,
+            batch_first=True, norm_first=norm_first, **fk,
+        )  # fmt: skip
+        self.encoder = nn.TransformerEncoder(
+            layer, num_layers, norm=nn.LayerNorm(d_model, **fk) if norm_first else None,
+            enable_nested_tensor=False,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, d_model={self.d_model}, nhead={self.nhead}, "
+                f"num_layers={self.num_layers}, positional={self.positional!r}")  # fmt: skip
+
+    def embed(self, x: Tensor) -> Tensor:
+        """z = W_in x + b_in + PE: (B, T, I) -> (B, T, d_model)."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"Transformer: input must be (B, T, I={self.input_size}) (batch_first), "
+                f"got {shape}"
+            )
+        T = x.shape[1]
+        z = self.input_proj(x)  # (B, T, d_model)
+        if self.positional == "learned":
+            if T > self.max_len:
+                raise ValueError(
+                    f"Transformer: T = {T} steps but the learned positional encoding has "
+                    f"max_len = {self.max_len}; build the model with max_len >= {T}"
+                )
+            return z + self.pos_embedding[:T]
+        return z + sinusoidal_encoding(T, self.d_model, device=z.device, dtype=z.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, I) -> (B, T, d_model), causal."""
+        z = self.embed(x)
+        T = z.shape[1]
+        mask = causal_mask(T, device=z.device, dtype=z.dtype)
+        return self.encoder(z, mask=mask, is_causal=True)  # (B, T, d_model)
+
+    def attention_stats(self, x: Tensor) -> pd.DataFrame:
+        """Mean attention distance and attention entropy per layer, head and query position.
+
+        The weights a_{t,j} (query t, key j ≤ t) are those of the real forward pass: a hook on
+        each layer's ``self_attn`` asks it for per-head weights (``need_weights=True``,
+        ``average_attn_weights=False``) for this one call and is removed afterwards. Per query
+        t: distance d_t = Σ_j a_{t,j} (t - j) (steps; 0: attends to itself, t/2: uniform over the
+        past), entropy H_t = -Σ_j a_{t,j} ln a_{t,j} (nats; at most ln(t+1), uniform).
+
+        Columns: ``layer``, ``head``, ``step`` (query position t), ``quantity`` in
+        {"attention_distance", "attention_entropy", "attention_entropy_max"}, ``value`` (batch
+        mean; the max is ln(t+1), the entropy of a uniform look-back, for reference).
+        """
+        weights: dict[int, Tensor] = {}
+        handles = []
+
+        def pre(module, args, kwargs):
+            kwargs = dict(kwargs, need_weights=True, average_attn_weights=False)
+            return args, kwargs
+
+        def post(i):
+            def hook(module, args, kwargs, out):
+                weights[i] = out[1].detach()  # (B, nhead, T, T)
+
+            return hook
+
+        try:
+            for i, layer in enumerate(self.encoder.layers):
+                handles.append(layer.self_attn.register_forward_pre_hook(pre, with_kwargs=True))
+                handles.append(layer.self_attn.register_forward_hook(post(i), with_kwargs=True))
+            # an input that requires grad keeps nn.TransformerEncoderLayer off its fused
+            # inference path, which would bypass self_attn (and the hooks)
+            xg = x.detach().to(self.input_proj.weight).requires_grad_(True)
+            with torch.enable_grad():
+                self(xg)
+        finally:
+            for h in handles:
+                h.remove()
+        if len(weights) != self.num_layers:
+            raise RuntimeError(
+                f"Transformer.attention_stats: saw the weights of {len(weights)} of "
+                f"{self.num_layers} layers; the fused inference path bypassed self_attn"
+            )
+        frames = []
+        for i in range(self.num_layers):
+            a = weights[i].to(torch.float64)  # (B, nh, T, T)
+            T = a.shape[-1]
+            t = torch.arange(T, dtype=torch.float64, device=a.device)
+            dist = (t.view(T, 1) - t.view(1, T)).clamp(min=0)  # (T, T): t - j
+            d = (a * dist).sum(-1).mean(0)  # (nh, T)
+            ent = -(torch.xlogy(a, a)).sum(-1).mean(0)  # (nh, T)
+            nh = d.shape[0]
+            emax = np.log(np.arange(1, T + 1, dtype=float))
+            for q, v in (("attention_distance", d), ("attention_entropy", ent)):
+                frames.append(pd.DataFrame({
+                    "layer": i, "head": np.repeat(np.arange(nh), T), "step": np.tile(np.arange(T), nh),
+                    "quantity": q, "value": v.cpu().numpy().reshape(-1),
+                }))  # fmt: skip
+            frames.append(pd.DataFrame({
+                "layer": i, "head": np.repeat(np.arange(nh), T), "step": np.tile(np.arange(T), nh),
+                "quantity": "attention_entropy_max", "value": np.tile(emax, nh),
+            }))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)

@@ -685,3 +685,186 @@ def gate_stats(point: dict[str, Any]) -> pd.DataFrame:
     df = rec.frame()
     df = df[df["batch_index"] == -1]
     return df[["step", "gate", "quantity", "value"]].reset_index(drop=True)
+
+
+# --- the Transformer beside the recurrent cells -----------------------------------------------
+#
+# Every architecture is a gradlab.train.SequenceModel (a linear read-out on top) with the hidden
+# size (d_model for the Transformer) that brings its parameter count closest to ``budget``, so
+# the comparison is at equal size; the count is reported in every table ("params").
+
+ARCHS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer")
+_ARCH = Param(str, allowed=ARCHS, doc="rnn_tanh, rnn_relu, lstm, gru or transformer")
+_TF_LAYERS = Param(int, default=2, doc="Transformer layers")
+_TF_HEADS = Param(int, default=2, doc="Transformer heads (d_model is a multiple)")
+
+
+def param_count(arch: str, input_size: int, output_size: int, hidden: int, *, layers: int = 2) -> int:
+    """Parameters of SequenceModel(arch, I, hidden, O) (one recurrent layer; ``layers`` for the
+    Transformer: pre-LN, feed-forward width 4·d, final LayerNorm), head included.
+
+    RNN/LSTM/GRU: G·H·(I + H + 2) + (H + 1)·O with G = 1, 4, 3 gate blocks.
+    Transformer: layers·(12 d² + 13 d) + 2 d + (I + 1)·d + (d + 1)·O (attention 4d² + 4d,
+    feed-forward 8d² + 5d, two LayerNorms 4d per layer).
+    """
+    if arch == "transformer":
+        d = hidden
+        return layers * (12 * d * d + 13 * d) + 2 * d + (input_size + 1) * d + (d + 1) * output_size
+    G = {"lstm": 4, "gru": 3}.get(arch, 1)
+    H = hidden
+    return G * H * (input_size + H + 2) + (H + 1) * output_size
+
+
+def budget_size(arch: str, input_size: int, output_size: int, budget: int, *, layers: int = 2,
+                nhead: int = 2) -> tuple[int, int]:  # fmt: skip
+    """(hidden size, parameter count) closest to ``budget``; d_model a multiple of ``nhead``."""
+    step = nhead if arch == "transformer" else 1
+    best = None
+    for h in range(step, 1025, step):
+        n = param_count(arch, input_size, output_size, h, layers=layers)
+        if best is None or abs(n - budget) < abs(best[1] - budget):
+            best = (h, n)
+        if n > budget:
+            break
+    return best
+
+
+def _arch_model(p: dict[str, Any], task):
+    """(SequenceModel at init from the point's seed, hidden size, seed of train's parameters)."""
+    import torch
+
+    from gradlab.train import _make_model, _seeds
+
+    layers = p["layers"] if p["arch"] == "transformer" else 1
+    H, n = budget_size(p["arch"], task.input_size, task.output_size, p["budget"],
+                       layers=layers, nhead=p["nhead"])  # fmt: skip
+    model = _make_model(p["arch"], task, H, layers, p["nhead"], "default", None,
+                        _seeds(p["seed"])[0], torch.device("cpu"))  # fmt: skip
+    return model, H, layers, n
+
+
+@study(
+    "input_gradient",
+    version=1,
+    params={
+        "arch": _ARCH,
+        "task": Param(str, default="adding", allowed=("adding", "copy")),
+        "seq_len": Param(int, default=1000, doc="T of the measured inputs"),
+        "train_len": Param(int, default=100, doc="the task length trained on"),
+        "train_steps": Param(int, default=300, doc="Adam updates of the 'trained' stage"),
+        "budget": Param(int, default=4000, doc="parameter budget (hidden size chosen to fit)"),
+        "layers": _TF_LAYERS,
+        "nhead": _TF_HEADS,
+        "batch_size": Param(int, default=32, doc="training batch"),
+        "eval_batch": Param(int, default=8, doc="sequences the gradient is averaged over"),
+        "lr": 1e-2,
+        "seed": 0,
+    },
+)
+def input_gradient_study(point: dict[str, Any]) -> pd.DataFrame:
+    """‖∂L/∂x_{T-1-k}‖ against lag k at init and after training (gradlab.input_gradients).
+
+    The model (SequenceModel, hidden size from ``budget``) is measured on ``eval_batch`` task
+    inputs of length ``seq_len`` in float64, once at init (stage "init") and once after
+    ``train_steps`` Adam updates on the task at length ``train_len`` (stage "trained"; the same
+    initial weights). L is the read-out's output summed (the adding task's prediction at the
+    last step). Rows: stage, step, lag, quantity "log10_grad_norm" (log10 of the batch mean of
+    the per-sample norms), value; one row each of "params", "hidden_size" and
+    "final_eval_loss" (of the training run), and "baseline" (the task's no-memory loss).
+    """
+    import torch
+
+    from gradlab import input_gradients
+    from gradlab.tasks import make_task
+    from gradlab.train import train
+
+    torch.set_num_threads(1)
+    p = point
+    task = make_task(p["task"], p["seq_len"], seed=_derived_seed(p["seed"], "task"))
+    g = torch.Generator().manual_seed(_derived_seed(p["seed"], "x"))
+    x, _ = task.sample(p["eval_batch"], g, split="test")
+    model, H, layers, n = _arch_model(p, task)
+    frames = []
+
+    def measure(stage: str, m) -> None:
+        df = input_gradients(m.eval(), x, dtype=torch.float64)
+        df = df[(df["quantity"] == "log10_grad_norm") & (df["batch_index"] == -1)]
+        frames.append(df[["step", "lag", "quantity", "value"]].assign(stage=stage))
+
+    measure("init", model)
+    table, trained = train(
+        p["arch"], p["task"], seq_len=p["train_len"], hidden_size=H, num_layers=layers,
+        nhead=p["nhead"], steps=p["train_steps"], batch_size=p["batch_size"], lr=p["lr"],
+        seed=p["seed"], return_model=True, eval_every=p["train_steps"],
+    )  # fmt: skip
+    measure("trained", trained)
+    ev = table[table["quantity"] == "eval_loss"]
+    base = table[table["quantity"] == "baseline"]["value"].iloc[-1]
+    summary = pd.DataFrame({
+        "quantity": ["params", "hidden_size", "final_eval_loss", "baseline"],
+        "value": [float(n), float(H), float(ev["value"].iloc[-1]), float(base)],
+        "stage": "trained",
+    })  # fmt: skip
+    return pd.concat([*frames, summary], ignore_index=True)
+
+
+def _digits_length(point: dict[str, Any]) -> str | None:
+    if point["task"] == "digits" and point["seq_len"] not in (8, 64):
+        return f"task 'digits' reads 8x8 images: seq_len 8 or 64 only, not {point['seq_len']}"
+    return None
+
+
+@study(
+    "long_dependency",
+    version=1,
+    applicable=_digits_length,
+    params={
+        "arch": _ARCH,
+        "task": Param(str, allowed=("adding", "copy", "digits")),
+        "seq_len": Param(int, doc="the task's length (copy: the delay)"),
+        "budget": Param(int, default=4000, doc="parameter budget (hidden size chosen to fit)"),
+        "layers": _TF_LAYERS,
+        "nhead": _TF_HEADS,
+        "steps": 400,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "clip_norm": Param(float, default=1.0, doc="clip the gradient norm at this; 0 = off"),
+        "seed": 0,
+    },
+)
+def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
+    """Final metric against sequence length, every architecture at the same parameter budget.
+
+    Trains SequenceModel(arch) (hidden size from ``budget``; one recurrent layer, ``layers``
+    Transformer layers) with Adam and gradient-norm clipping, as gradlab.train.train. Rows (one
+    each): "final_eval_loss" (loss on the fixed evaluation batches after the last update),
+    "baseline" (the task's no-memory loss), "relative_loss" (their ratio: 1 = no memory used,
+    0 = solved), "final_accuracy" (copy, digits), "params", "hidden_size".
+    """
+    import torch
+
+    from gradlab.tasks import make_task
+    from gradlab.train import train
+
+    torch.set_num_threads(1)
+    p = point
+    task = make_task(p["task"], p["seq_len"], seed=0)
+    layers = p["layers"] if p["arch"] == "transformer" else 1
+    H, n = budget_size(p["arch"], task.input_size, task.output_size, p["budget"],
+                       layers=layers, nhead=p["nhead"])  # fmt: skip
+    df = train(
+        p["arch"], p["task"], seq_len=p["seq_len"], hidden_size=H, num_layers=layers,
+        nhead=p["nhead"], steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
+        clip_norm=p["clip_norm"] or None, seed=p["seed"], eval_every=p["steps"],
+    )  # fmt: skip
+    last = df[df["iteration"] == p["steps"]].set_index("quantity")["value"]
+    out = {
+        "final_eval_loss": last["eval_loss"],
+        "baseline": last["baseline"],
+        "relative_loss": last["eval_loss"] / last["baseline"],
+        "params": float(n),
+        "hidden_size": float(H),
+    }
+    if "accuracy" in last.index:
+        out["final_accuracy"] = last["accuracy"]
+    return pd.DataFrame({"quantity": list(out), "value": [float(v) for v in out.values()]})

@@ -33,17 +33,20 @@ from gradlab.tasks import Task, make_task
 
 __all__ = ["CELLS", "SequenceModel", "train"]
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 _COLUMNS = ["iteration", "quantity", "step", "layer", "direction", "value"]
 
 
 class SequenceModel(nn.Module):
-    """A stock ``nn.RNN/LSTM/GRU`` (batch_first) followed by a linear head.
+    """A stock ``nn.RNN/LSTM/GRU`` (batch_first) or a causal Transformer, then a linear head.
 
     h_t = cell(x_t, h_{t-1}) for t = 0..T-1, then ``readout="last"``: y = W h_{T-1} + b, (B, O);
     ``readout="all"``: y_t = W h_t + b for every t, (B, T, O). ``self.rnn`` is the stock module
-    (the one ``gradlab._record`` hooks), ``self.head`` the ``nn.Linear``.
+    (the one ``gradlab._record`` hooks), ``self.head`` the ``nn.Linear``. For
+    ``cell="transformer"`` ``self.rnn`` is a :class:`gradlab.models.Transformer` with
+    d_model = ``hidden_size``, ``nhead`` heads and ``num_layers`` layers, whose h_t sees
+    x_0..x_t only (causal), read out the same way.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SequenceModel(nn.Module):
         num_layers: int = 1,
         readout: str = "last",
         *,
+        nhead: int = 4,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -68,7 +72,12 @@ class SequenceModel(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SequenceModel: {n} must be a positive integer, got {v!r}")
         kw = dict(num_layers=num_layers, batch_first=True, device=device, dtype=dtype)
-        if cell.startswith("rnn_"):
+        if cell == "transformer":
+            from gradlab.models import Transformer
+
+            self.rnn = Transformer(input_size, hidden_size, nhead, num_layers, device=device,
+                                   dtype=dtype)  # fmt: skip
+        elif cell.startswith("rnn_"):
             self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kw)
         elif cell == "lstm":
             self.rnn = nn.LSTM(input_size, hidden_size, **kw)
@@ -78,10 +87,47 @@ class SequenceModel(nn.Module):
         self.cell, self.readout = cell, readout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)  # (B, T, H), top layer
+        out = self.rnn(x)
+        out = out[0] if isinstance(out, tuple) else out  # (B, T, H), top layer
         if self.readout == "last":
             return self.head(out[:, -1])  # (B, O)
         return self.head(out)  # (B, T, O)
+
+
+def _make_model(
+    cell: str,
+    task: Task,
+    hidden_size: int,
+    num_layers: int,
+    nhead: int,
+    init: str,
+    init_params: Mapping[str, Any] | None,
+    seed_params: int,
+    device: torch.device,
+) -> SequenceModel:
+    """The model ``train`` starts from: its weights depend on ``seed_params`` only."""
+    if cell == "transformer" and init != "default":
+        raise ValueError(
+            f"train: init={init!r} is a recurrent-weight scheme; cell='transformer' takes "
+            "init='default' (PyTorch's init of its layers, drawn from the seed)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_params)  # the Transformer's default init draws from here
+        model = SequenceModel(
+            cell,
+            task.input_size,
+            hidden_size,
+            task.output_size,
+            num_layers,
+            task.readout,
+            nhead=nhead,
+            device=device,
+        )
+    g_params = torch.Generator().manual_seed(seed_params)
+    if cell != "transformer":
+        apply_init(model.rnn, init, generator=g_params, **(init_params or {}))
+    _init_head(model.head, g_params)
+    return model
 
 
 def _seeds(seed: int) -> tuple[int, int, int]:
@@ -148,15 +194,21 @@ def train(
     seed: int,
     device: torch.device | str = "cpu",
     num_layers: int = 1,
+    nhead: int = 4,
     track_every: int | None = None,
     eval_every: int | None = None,
     eval_batches: int = 4,
     task_params: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:
+    return_model: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, SequenceModel]:
     """Train ``SequenceModel(cell, ...)`` on ``task`` by BPTT; return the tidy training record.
 
     Args:
-        cell: "rnn_tanh", "rnn_relu", "lstm" or "gru".
+        cell: "rnn_tanh", "rnn_relu", "lstm", "gru" or "transformer" (a causal
+            :class:`gradlab.models.Transformer`, d_model = hidden_size, ``nhead`` heads,
+            ``num_layers`` layers; its weights are PyTorch's default init drawn from ``seed``,
+            so ``init`` must be "default", and ``track_every`` is ignored: it has no
+            recurrent state to record).
         task: a name for ``gradlab.tasks.make_task`` (then ``seq_len`` is required) or a task.
         seq_len: the task's length parameter.
         hidden_size, num_layers: of the recurrent network.
@@ -179,6 +231,7 @@ def train(
         eval_batches: number of fixed evaluation batches of ``batch_size`` (drawn once, from the
             "test" split for data sets).
         task_params: extra keywords for ``make_task``.
+        return_model: return (table, the trained model) instead of the table.
 
     Returns:
         DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
@@ -210,18 +263,10 @@ def train(
             "build the task with the same device or pass device=task.device"
         )
 
-    model = SequenceModel(
-        cell,
-        task.input_size,
-        hidden_size,
-        task.output_size,
-        num_layers,
-        task.readout,
-        device=device,
-    )
-    g_params = torch.Generator().manual_seed(seed_params)
-    apply_init(model.rnn, init, generator=g_params, **(init_params or {}))
-    _init_head(model.head, g_params)
+    model = _make_model(cell, task, hidden_size, num_layers, nhead, init, init_params,
+                        seed_params, device)  # fmt: skip
+    if cell == "transformer":
+        track_every = None
     params = list(model.parameters())
     opt = _OPTIMIZERS[optimizer](params, lr=lr)
 
@@ -281,8 +326,8 @@ def train(
         }
     )
     out = pd.concat([table, *tracked], ignore_index=True) if tracked else table
-    out = out.sort_values("iteration", kind="stable")
-    return out.reset_index(drop=True)[_COLUMNS]
+    out = out.sort_values("iteration", kind="stable").reset_index(drop=True)[_COLUMNS]
+    return (out, model) if return_model else out
 
 
 def _tracked_step(

@@ -42,6 +42,22 @@ def test_jacobian_matches_jacrev(kind, B, I, H, regime, device):
                                atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("kind", C.KINDS)
+@pytest.mark.parametrize("B,I,H", SIZES)
+@pytest.mark.parametrize("regime", ["random", "saturated"])
+def test_input_vjp_matches_jacrev(kind, B, I, H, regime, device):
+    gen = torch.Generator().manual_seed(hash(("input", kind, B, I, H, regime)) % 2**31)
+    scale = 0.5 if regime == "random" else 6.0
+    p = _params(kind, I, H, scale, device, gen)
+    x = torch.randn(B, I, generator=gen, dtype=torch.float64).to(device)
+    s = torch.randn(B, p.state_size, generator=gen, dtype=torch.float64).to(device)
+    ref = torch.func.vmap(torch.func.jacrev(lambda xx, ss: C.step(p, xx, ss)))(x, s)  # (B, S, I)
+    _, cache = C.step_from_preact(p, C.input_preact(p, x), s)
+    u = torch.randn(B, p.state_size, generator=gen, dtype=torch.float64).to(device)
+    torch.testing.assert_close(C.input_vjp_from_cache(p, cache, u),
+                               torch.einsum("bs,bsi->bi", u, ref), atol=1e-10, rtol=0)
+
+
 def _torch_cell(kind, I, H):
     if kind == "lstm":
         return nn.LSTMCell(I, H)

@@ -114,3 +114,77 @@ def test_unrolled_user_cell_is_recorded(tuple_state):
     S = 8 if tuple_state else 4
     spec = df[(df.quantity == "jac_norm_spectral") & (df.batch_index == 0)].sort_values("step")
     assert len(spec) == 6 and np.all(np.isfinite(spec.value)) and S > 0
+
+
+# ----------------------------------------------------------------------------- Transformer
+
+
+def _hand_built(m, x, norm_first):
+    """The same computation written with a fresh nn.TransformerEncoder holding m's weights."""
+    from gradlab.models import Transformer  # noqa: F401
+
+    T, d = x.shape[1], m.d_model
+    layer = nn.TransformerEncoderLayer(d, m.nhead, 4 * d, 0.0, batch_first=True,
+                                       norm_first=norm_first, dtype=torch.float64)
+    enc = nn.TransformerEncoder(layer, m.num_layers, enable_nested_tensor=False,
+                                norm=nn.LayerNorm(d, dtype=torch.float64) if norm_first else None)
+    enc.load_state_dict(m.encoder.state_dict())
+    pos = torch.arange(T, dtype=torch.float64)[:, None]
+    i = torch.arange(d, dtype=torch.float64)[None, :]
+    angle = pos / 10000 ** (2 * torch.div(i, 2, rounding_mode="floor") / d)
+    pe = torch.where(i % 2 == 0, torch.sin(angle), torch.cos(angle))  # Vaswani et al. 3.5
+    z = x @ m.input_proj.weight.T + m.input_proj.bias + pe
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)  # True: not allowed
+    return enc(z, mask=mask)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_transformer_equals_hand_built_encoder(norm_first):
+    from gradlab.models import Transformer
+
+    torch.manual_seed(0)
+    m = Transformer(3, 8, nhead=2, num_layers=2, norm_first=norm_first, dtype=torch.float64)
+    x = torch.randn(4, 9, 3, dtype=torch.float64)
+    torch.testing.assert_close(m(x), _hand_built(m, x, norm_first), atol=1e-12, rtol=0)
+    m.eval()
+    with torch.no_grad():  # the fused inference path gives the same numbers
+        torch.testing.assert_close(m(x), _hand_built(m, x, norm_first), atol=1e-12, rtol=0)
+
+
+def test_transformer_is_causal_and_learned_positions():
+    from gradlab.models import Transformer
+
+    torch.manual_seed(1)
+    m = Transformer(2, 8, nhead=4, positional="learned", max_len=10, dtype=torch.float64)
+    x = torch.randn(2, 10, 2, dtype=torch.float64)
+    y = x.clone()
+    y[:, 6:] += 1.0
+    torch.testing.assert_close(m(x)[:, :6], m(y)[:, :6], atol=1e-13, rtol=0)
+    assert not torch.allclose(m(x)[:, 6:], m(y)[:, 6:])
+    with pytest.raises(ValueError, match="max_len = 10"):
+        m(torch.randn(1, 11, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="not divisible by nhead"):
+        Transformer(2, 6, nhead=4)
+
+
+def test_attention_stats_uniform_attention_has_the_closed_form():
+    """Zero query/key weights: every query attends uniformly to keys 0..t, so the distance is
+    t/2 and the entropy ln(t+1) exactly, in every layer and head."""
+    from gradlab.models import Transformer
+
+    torch.manual_seed(2)
+    m = Transformer(3, 8, nhead=2, num_layers=2, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in m.encoder.layers:
+            layer.self_attn.in_proj_weight[:16].zero_()  # W_q, W_k
+            layer.self_attn.in_proj_bias[:16].zero_()
+    m.requires_grad_(False).eval()  # the hooks must still see the real forward
+    T = 7
+    df = m.attention_stats(torch.randn(3, T, 3, dtype=torch.float64))
+    assert set(df["layer"]) == {0, 1} and set(df["head"]) == {0, 1}
+    t = np.arange(T)
+    for (_, _), g in df[df["quantity"] == "attention_distance"].groupby(["layer", "head"]):
+        np.testing.assert_allclose(g.sort_values("step")["value"], t / 2, atol=1e-12)
+    for (_, _), g in df[df["quantity"] == "attention_entropy"].groupby(["layer", "head"]):
+        np.testing.assert_allclose(g.sort_values("step")["value"], np.log(t + 1), atol=1e-12)
+    assert not m.encoder.layers[0].self_attn._forward_hooks  # hooks removed

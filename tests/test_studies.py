@@ -27,7 +27,8 @@ from gradlab._experiment import (
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
-EXPECTED = ["bptt", "decay", "flow_map", "gain", "gates", "init", "seq_len", "spectra", "training"]
+EXPECTED = ["bptt", "decay", "flow_map", "gain", "gates", "init", "input_grad", "long_dependency",
+            "seq_len", "spectra", "training"]
 
 
 @functools.cache
@@ -74,7 +75,10 @@ def test_experiment_files_are_valid_at_every_scale(name, scale):
     exp = load_experiment(EXPERIMENTS / f"{name}.toml", scale)
     assert exp.points
     for params, reason in exp.skipped:
-        assert "init" in reason and params["init"] in reason
+        if "init" in params:
+            assert "init" in reason and params["init"] in reason
+        else:  # long_dependency: the digits task has two lengths only
+            assert params["task"] == "digits" and "seq_len 8 or 64" in reason
 
 
 def test_quick_is_smaller_than_default_is_smaller_than_full():
@@ -275,3 +279,54 @@ def test_flow_map_diagonal_is_the_identity(quick):
     diag = df[df["lag"] == 0]
     assert np.allclose(diag["value"], 0.0, atol=1e-12)  # ||I||_2 = 1
     assert set(df["cell"]) == {"rnn_tanh", "rnn_relu", "lstm", "gru"}
+
+
+def test_input_grad_recurrent_gradients_fall_with_lag_the_transformers_do_not(quick):
+    df = quick["input_grad"]
+    g = _q(df, "log10_grad_norm")
+    T = int(g["seq_len"].iloc[0])
+    assert set(g["lag"]) == set(range(T)) and set(g["stage"]) == {"init", "trained"}
+    assert set(g["arch"]) == {"rnn_tanh", "lstm", "gru", "transformer"}
+    assert np.isfinite(g["value"]).all()
+    init = g[g["stage"] == "init"].groupby(["arch", "lag"])["value"].mean()
+    for arch in ("rnn_tanh", "lstm", "gru"):  # a k-step path: falls by orders of magnitude
+        assert init[(arch, T - 1)] < init[(arch, 0)] - 3, arch
+    tf = init["transformer"]
+    assert tf.loc[1:].max() - tf.loc[1:].min() < 2  # one layer stack at every lag
+    assert init[("transformer", T - 1)] > max(init[(a, T - 1)] for a in ("rnn_tanh", "lstm"))
+    # equal budget: counts within 20% of each other, as the table says
+    n = _by(df, "params", ["arch"])
+    assert n.max() / n.min() < 1.2
+
+
+def test_long_dependency_rows_and_budget(quick):
+    df = quick["long_dependency"]
+    rel = _q(df, "relative_loss").set_index("point")["value"]
+    loss = _q(df, "final_eval_loss").set_index("point")["value"]
+    base = _q(df, "baseline").set_index("point")["value"]
+    np.testing.assert_allclose(rel, loss / base, rtol=1e-12)
+    assert set(_q(df, "final_accuracy")["task"]) == {"copy"}  # accuracy only where defined
+    assert df.groupby(["arch", "task", "seq_len"])["seed"].nunique().min() >= 3
+    for (arch, task), part in _q(df, "params").groupby(["arch", "task"]):
+        from gradlab.studies import budget_size, param_count
+        from gradlab.tasks import make_task
+
+        t = make_task(task, 5, seed=0)
+        H = int(_q(df[(df["arch"] == arch) & (df["task"] == task)], "hidden_size")["value"].iloc[0])
+        layers = 2 if arch == "transformer" else 1
+        assert part["value"].iloc[0] == param_count(arch, t.input_size, t.output_size, H,
+                                                    layers=layers)
+        assert (H, part["value"].iloc[0]) == budget_size(arch, t.input_size, t.output_size,
+                                                         600, layers=layers)
+
+
+def test_param_count_is_the_models_count():
+    from gradlab.studies import param_count
+    from gradlab.train import SequenceModel
+
+    for arch in ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer"):
+        for I, H, O in ((2, 8, 1), (10, 12, 9)):
+            layers = 2 if arch == "transformer" else 1
+            m = SequenceModel(arch, I, H, O, num_layers=layers, nhead=2)
+            assert param_count(arch, I, O, H, layers=layers) == sum(
+                p.numel() for p in m.parameters()), arch

@@ -20,6 +20,9 @@ training_grad_heatmap      iteration, step, value (+ the filter columns) [quanti
 decay_over_training        iteration, step, value (+ the filter columns)
 summary_over_training      iteration, quantity, value [module, call, layer, direction]
 gate_saturation            cell, init, gate, step, quantity, value [seed]
+input_gradient_curves      arch, stage, lag, value (log10 ‖∂L/∂x_{T-1-k}‖) [seed]
+length_sweep               task, arch, seq_len, value (final loss ÷ baseline) [seed]
+parallel_timing            arch, seq_len, ms_median, sequential_steps [ms_min, ms_max]
 =========================  ====================================================================
 """
 
@@ -33,6 +36,7 @@ from .monitor import decay_over_training, summary_over_training
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
 from .training import training_curves, training_grad_heatmap
+from .transformer import input_gradient_curves, length_sweep, parallel_timing
 
 __all__ = [
     "CELL_COLORS",
@@ -45,6 +49,9 @@ __all__ = [
     "flow_heatmaps",
     "gain_phase_diagram",
     "gate_saturation",
+    "input_gradient_curves",
+    "length_sweep",
+    "parallel_timing",
     "save",
     "singular_value_spectra",
     "summary_over_training",

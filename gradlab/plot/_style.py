@@ -6,6 +6,7 @@ One colour per cell kind, the same in every figure (seaborn "colorblind", i.e. O
     rnn_relu  ReLU RNN   vermillion  #d55e00
     lstm      LSTM       green       #029e73
     gru       GRU        purple      #cc78bc
+    transformer  Transformer  orange  #de8f05  (not a cell; drawn beside them)
 
 Theory overlays are black dashed and labelled "theory: ...", references (y = 0, y = 1,
 baselines) are black/grey dotted or dashed, measurements are coloured solid lines or markers.
@@ -46,14 +47,16 @@ CELL_LABELS: dict[str, str] = {
     "rnn_relu": "ReLU RNN",
     "lstm": "LSTM",
     "gru": "GRU",
+    "transformer": "Transformer",
 }
 CELL_COLORS: dict[str, str] = {
     "rnn_tanh": CB[0],
     "rnn_relu": CB[3],
     "lstm": CB[2],
     "gru": CB[4],
+    "transformer": CB[1],
 }
-_SPARE_CELL_COLORS = [CB[1], CB[9], CB[5], CB[7], CB[6]]
+_SPARE_CELL_COLORS = [CB[9], CB[5], CB[7], CB[6], CB[8]]
 
 # Initialisations (names of gradlab.init's registry); fixed colours where an init is the hue.
 INIT_ORDER: tuple[str, ...] = (
