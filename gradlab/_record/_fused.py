@@ -69,23 +69,33 @@ def forward(module: nn.Module, rec: Recording, opts: Options, name: str, input, 
     D = 2 if module.bidirectional else 1
     B, T = x.shape[:2]
     check_full_budget(opts, name, B, T, 2 * H if kind == "lstm" else H, L, D, x.element_size())
+    layer_in, hn_all, cn_all = run_layers(module, rec, opts, name, call, x, h0, c0)
+    rec.routes.setdefault(name, site_route(module, x, opts))
+    return models._finish_output(module, layer_in, hn_all, cn_all, batched)
+
+
+def run_layers(module: nn.Module, rec: Recording, opts: Options, name: str, call: int,
+               x: Tensor, h0: Tensor, c0: Tensor | None, batch_sizes: Tensor | None = None,
+               pad=None, lengths: Tensor | None = None, unsort: Tensor | None = None):
+    """Every layer of one recorded call, as ``nn.RNNBase.forward`` runs them (dropout between
+    layers): returns (top layer's output, h_n (L·D, B, H), c_n or None), in the kernel's batch
+    order. Packed input: ``batch_sizes``, ``pad``, ``lengths`` and ``unsort`` as in _packed."""
+    L, D = module.num_layers, 2 if module.bidirectional else 1
     layer_in = x
     h_n, c_n = [], []
     for layer in range(L):
         ps = [_cells.params_from_module(module, layer, d) for d in range(D)]
-        site = Site(rec, opts, name, call, layer, ps)
+        site = Site(rec, opts, name, call, layer, ps, lengths=lengths, unsort=unsort)
         sl = slice(layer * D, (layer + 1) * D)
-        out, hn, cn = run_layer(site, module, layer_in, h0[sl], None if c0 is None else c0[sl])
+        out, hn, cn = run_layer(site, module, layer_in, h0[sl], None if c0 is None else c0[sl],
+                                batch_sizes, pad)
         h_n.append(hn)
         if cn is not None:
             c_n.append(cn)
         layer_in = out
         if module.dropout and module.training and layer < L - 1:
             layer_in = nn.functional.dropout(layer_in, module.dropout, training=True)
-    hn_all = torch.cat(h_n, 0)
-    cn_all = torch.cat(c_n, 0) if kind == "lstm" else None
-    rec.routes.setdefault(name, site_route(module, x, opts))
-    return models._finish_output(module, layer_in, hn_all, cn_all, batched)
+    return layer_in, torch.cat(h_n, 0), (torch.cat(c_n, 0) if c_n else None)
 
 
 def site_route(module, x: Tensor, opts: Options) -> str:

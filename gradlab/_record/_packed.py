@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import _cells
-from ._fused import check_options, run_layer
-from ._layer import Options, Site
+from ._fused import check_options, run_layers, site_route
+from ._layer import Options
 from ._recording import Recording
 from ._stats import check_full_budget, check_input
 
@@ -71,27 +71,11 @@ def forward(module: nn.Module, rec: Recording, opts: Options, name: str, input, 
         if sorted_idx is not None:
             hs = [t.index_select(1, sorted_idx) for t in hs]
         h0, c0 = hs[0], (hs[1] if kind == "lstm" else None)
-    layer_in = data
-    h_n, c_n = [], []
-    for layer in range(L):
-        ps = [_cells.params_from_module(module, layer, d) for d in range(D)]
-        site = Site(rec, opts, name, call, layer, ps, lengths=padder.lengths,
-                    unsort=unsorted_idx)
-        sl = slice(layer * D, (layer + 1) * D)
-        out, hn, cn = run_layer(site, module, layer_in, h0[sl],
-                                None if c0 is None else c0[sl], batch_sizes, padder)
-        h_n.append(hn)
-        if cn is not None:
-            c_n.append(cn)
-        layer_in = out
-        if module.dropout and module.training and layer < L - 1:
-            layer_in = nn.functional.dropout(layer_in, module.dropout, training=True)
-    hn_all = torch.cat(h_n, 0)
-    cn_all = torch.cat(c_n, 0) if kind == "lstm" else None
+    layer_in, hn_all, cn_all = run_layers(module, rec, opts, name, call, data, h0, c0,
+                                          batch_sizes, padder, padder.lengths, unsorted_idx)
     if unsorted_idx is not None:
         hn_all = hn_all.index_select(1, unsorted_idx)
         cn_all = None if cn_all is None else cn_all.index_select(1, unsorted_idx)
-    from ._fused import site_route
     rec.routes.setdefault(name, site_route(module, data, opts))
     output = nn.utils.rnn.PackedSequence(layer_in, batch_sizes, sorted_idx, unsorted_idx)
     return output, ((hn_all, cn_all) if kind == "lstm" else hn_all)
