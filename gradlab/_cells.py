@@ -240,28 +240,41 @@ def jacobian(p: CellParams, x: Tensor, s_prev: Tensor) -> Tensor:
     return jacobian_from_cache(p, cache)
 
 
-def vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> Tensor:
-    """uᵀ ∂s_t/∂s_{t-1} without forming the Jacobian: u (..., S) -> (..., S)."""
-    kind = p.kind
-    W = p.w_hh
+def _preact_grads(kind: str, cache: dict[str, Tensor], u: Tensor):
+    """The gradient u (..., S) on s_t pushed onto the stacked gate pre-activations.
+
+    Returns (g_hh, g_ih, carry): the gradient on the hidden pre-activations (W_hh h + b_hh),
+    on the input ones (W_ih x + b_ih), and the part of uᵀ ∂s_t/∂s_{t-1} that bypasses W_hh
+    (LSTM: δc_t ⊙ f_t on c_{t-1}; GRU: u ⊙ z_t; None for RNNs). The two pre-activation
+    gradients differ only in the GRU's new gate, whose hidden part enters through r ⊙ (·).
+    """
     if kind in ("rnn_tanh", "rnn_relu"):
-        d = 1 - cache["h"] ** 2 if kind == "rnn_tanh" else (cache["a"] > 0).to(W.dtype)
-        return torch.matmul(u * d, W)
+        d = 1 - cache["h"] ** 2 if kind == "rnn_tanh" else (cache["a"] > 0).to(u.dtype)
+        ga = u * d
+        return ga, ga, None
     if kind == "lstm":
         uh, uc = u.chunk(2, dim=-1)
         i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
         c, tc = cache["c_prev"], cache["tanh_c"]
-        ot = o * (1 - tc**2)
-        uc_tot = uc + uh * ot  # gradient on c_t
+        uc_tot = uc + uh * (o * (1 - tc**2))  # gradient on c_t
         ga = torch.cat(
             [uc_tot * g * i * (1 - i), uc_tot * c * f * (1 - f),
              uc_tot * i * (1 - g**2), uh * tc * o * (1 - o)], dim=-1,
         )  # (..., 4H): gradient on the pre-activations
-        return torch.cat([torch.matmul(ga, W), uc_tot * f], dim=-1)
+        return ga, ga, uc_tot * f
     r, z, n, hn, h = cache["r"], cache["z"], cache["n"], cache["hn"], cache["h_prev"]
     gn = u * (1 - z) * (1 - n**2)  # on n's pre-activation
-    ga = torch.cat([gn * hn * r * (1 - r), u * (h - n) * z * (1 - z), gn * r], dim=-1)
-    return torch.matmul(ga, W) + u * z
+    gr, gz = gn * hn * r * (1 - r), u * (h - n) * z * (1 - z)
+    return torch.cat([gr, gz, gn * r], dim=-1), torch.cat([gr, gz, gn], dim=-1), u * z
+
+
+def vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> Tensor:
+    """uᵀ ∂s_t/∂s_{t-1} without forming the Jacobian: u (..., S) -> (..., S)."""
+    ga, _, carry = _preact_grads(p.kind, cache, u)
+    out = torch.matmul(ga, p.w_hh)
+    if p.kind == "lstm":
+        return torch.cat([out, carry], dim=-1)
+    return out if carry is None else out + carry
 
 
 def input_vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> Tensor:
@@ -272,25 +285,7 @@ def input_vjp_from_cache(p: CellParams, cache: dict[str, Tensor], u: Tensor) -> 
     in :func:`vjp_from_cache` except for the GRU's new gate n, whose input part W_in x enters
     without the reset gate (n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))).
     """
-    kind = p.kind
-    W = p.w_ih
-    if kind in ("rnn_tanh", "rnn_relu"):
-        d = 1 - cache["h"] ** 2 if kind == "rnn_tanh" else (cache["a"] > 0).to(W.dtype)
-        return torch.matmul(u * d, W)
-    if kind == "lstm":
-        uh, uc = u.chunk(2, dim=-1)
-        i, f, g, o = cache["i"], cache["f"], cache["g"], cache["o"]
-        c, tc = cache["c_prev"], cache["tanh_c"]
-        uc_tot = uc + uh * o * (1 - tc**2)  # gradient on c_t
-        ga = torch.cat(
-            [uc_tot * g * i * (1 - i), uc_tot * c * f * (1 - f),
-             uc_tot * i * (1 - g**2), uh * tc * o * (1 - o)], dim=-1,
-        )  # (..., 4H)
-        return torch.matmul(ga, W)
-    r, z, n, hn, h = cache["r"], cache["z"], cache["n"], cache["hn"], cache["h_prev"]
-    gn = u * (1 - z) * (1 - n**2)  # on n's pre-activation
-    ga = torch.cat([gn * hn * r * (1 - r), u * (h - n) * z * (1 - z), gn], dim=-1)
-    return torch.matmul(ga, W)
+    return torch.matmul(_preact_grads(p.kind, cache, u)[1], p.w_ih)
 
 
 def jvp_from_cache(p: CellParams, cache: dict[str, Tensor], v: Tensor) -> Tensor:
