@@ -81,6 +81,69 @@ def _sci(x: float) -> str:
     return f"{x:.1e}".replace("e-0", "e-").replace("e+0", "e").replace("-", "−")
 
 
+def _decimals(lo: float, hi: float) -> int | None:
+    """Decimal places an interval [lo, hi] supports: those down to its width's first digit.
+
+    0.0101–0.0150 (width 0.0049) -> 3; 1.2–3.4 -> 0; 120–180 -> -1 (tens). None if lo == hi.
+    """
+    width = abs(hi - lo)
+    if not math.isfinite(width) or width == 0:
+        return None
+    return -math.floor(math.log10(width))
+
+
+def _round_to(x: float, decimals: int, *, sci: bool) -> str:
+    if math.isinf(x) or math.isnan(x):
+        return _f(x)
+    if sci and x != 0:
+        exp = math.floor(math.log10(abs(x)))
+        mant = round(x / 10.0**exp, max(0, exp + decimals))
+        if abs(mant) >= 10:  # 9.96 -> 10.0: one decade up
+            exp, mant = exp + 1, mant / 10
+        text = f"{mant:.{max(0, exp + decimals)}f}e{exp}"
+        return text.replace("-", "−")
+    if decimals <= 0:
+        return _f(round(x, decimals), 0)
+    return _f(x, decimals)
+
+
+def _ci(mean: float, lo: float, hi: float, *, digits: int = 2) -> str:
+    """A mean with its 95% CI, to the digits the interval supports.
+
+    0.0123, [0.0101, 0.0150] -> "0.012 (95% CI 0.010–0.015)": every number is rounded at the
+    decimal of the interval width's first significant digit, so what is printed does not
+    change when the mean moves within its interval. Numbers below 10⁻³ or from 10⁵ up are in
+    scientific notation ("8.7e−5"), negative bounds are joined by " to ". Without an interval
+    (one seed, or all equal) the mean is printed to ``digits`` significant digits.
+    """
+    if any(v is None or math.isnan(v) for v in (mean, lo, hi)):
+        return "n/a"
+    dec = _decimals(lo, hi)
+    if dec is None:
+        return _g(mean, digits)
+    big = max(abs(mean), abs(lo), abs(hi))
+    sci = big != 0 and (big < 1e-3 or big >= 1e5)
+    m, a, b = (_round_to(v, dec, sci=sci) for v in (mean, lo, hi))
+    sep = " to " if min(lo, hi) < 0 else "–"
+    return f"{m} (95% CI {a}{sep}{b})"
+
+
+def _boot(df: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    """Mean and bootstrap 95% CI of ``value`` over the rows (seeds) of each ``keys`` group.
+
+    Returns a frame indexed by ``keys`` with columns mean, lo, hi, n (plot._stats.summarise).
+    """
+    from gradlab.plot._stats import summarise
+
+    return summarise(df, keys, value=value, band="bootstrap").set_index(keys)
+
+
+def _cit(stats: pd.DataFrame, key) -> str:
+    """``_ci`` of one row of a ``_boot`` frame."""
+    row = stats.loc[key]
+    return _ci(float(row["mean"]), float(row["lo"]), float(row["hi"]))
+
+
 def _one(df: pd.DataFrame, col: str):
     """The single value of ``col`` (a fixed parameter) in ``df``."""
     vals = df[col].unique()
