@@ -603,6 +603,7 @@ def bptt_by_lag_study(point: dict[str, Any]) -> pd.DataFrame:
     params={
         "task": Param(str, allowed=("adding", "copy", "digits")),
         "seq_len": Param(int, doc="the task's length (copy: the delay)"),
+        "copy_length": Param(int, default=10, doc="copy: the number of symbols to remember"),
         "cell": _CELL,
         "init": _INIT,
         "clip_norm": Param(float, default=0.0, doc="clip the gradient norm at this; 0 = off"),
@@ -650,6 +651,7 @@ def train_study(point: dict[str, Any]) -> pd.DataFrame:
         track_every=p["track_every"] or None,
         eval_every=p["eval_every"] or None,
         track_gates=p["track_gates"],
+        task_params={"length": p["copy_length"]} if p["task"] == "copy" else None,
     )
     return df.drop(columns=["layer", "direction"])
 
