@@ -18,6 +18,7 @@ bptt_by_lag                cell, param, lag, value [seed, quantity]
 training_curves            task, cell, seq_len, clip, iteration, quantity, value [seed]
 training_grad_heatmap      iteration, step, value (+ the filter columns) [quantity]
 gate_saturation            cell, init, gate, step, quantity, value [seed]
+gates_over_training        init, iteration, quantity, value [seed, gate, unit, step]
 =========================  ====================================================================
 """
 
@@ -26,7 +27,7 @@ from ._style import CELL_COLORS, CELL_LABELS, CELL_ORDER
 from .bptt import bptt_by_lag
 from .decay import decay_curves, decay_heatmap
 from .flow import flow_heatmaps
-from .gates import gate_saturation
+from .gates import gate_saturation, gates_over_training
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
 from .training import training_curves, training_grad_heatmap
@@ -41,6 +42,7 @@ __all__ = [
     "flow_heatmaps",
     "gain_phase_diagram",
     "gate_saturation",
+    "gates_over_training",
     "save",
     "singular_value_spectra",
     "training_curves",
