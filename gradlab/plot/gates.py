@@ -93,6 +93,7 @@ def gates_over_training(
     *,
     band: str | None = "bootstrap",
     horizon: float | None = None,
+    chance: float | None = None,
     title: str = "Gates over training",
 ) -> Figure:
     """Memory gate, gate saturation, gradient at step 0 and loss against training iteration.
@@ -106,7 +107,9 @@ def gates_over_training(
           ("gate_saturated_frac", column ``gate``);
       (c) ‖∂L/∂h_0‖, the gradient reaching step 0 ("grad_norm" at the smallest ``step``),
           geometric mean over seeds; log y;
-      (d) the evaluation loss ("eval_loss") and the no-memory baseline ("baseline", dashed).
+      (d) the evaluation accuracy ("accuracy") with ``chance`` dashed, when the table has
+          accuracy rows; else the evaluation loss ("eval_loss") and the no-memory baseline
+          ("baseline", dashed).
     Required columns: ``init``, ``iteration``, ``quantity``, ``value``; ``gate`` and ``unit``
     for (a)/(b), ``step`` for (c); optional ``seed`` (bands: 95% CI over seeds, bootstrap by
     default). A panel whose rows are missing is left empty with a note.
@@ -157,9 +160,9 @@ def gates_over_training(
             ax.axhline(horizon, **S.REFERENCE, gid="reference")
             ax.annotate(f"delay $T = {S.fmt_num(horizon)}$", (0.99, horizon), xycoords=("axes fraction", "data"),
                         ha="right", va="bottom", fontsize="small", color="0.35")  # fmt: skip
-    name = {"f": "forget gate $f$", "z": "update gate $z$"}.get(memory, "memory gate $f$")
-    ax.set_ylabel(f"timescale $-1/\\ln f$ (steps, log)\n{name}, mean over batch and steps")
-    ax.set_title("(a) memory timescale of the units: median (solid), 10%/90% (dashed)",
+    name = {"f": "forget gate", "z": "update gate"}.get(memory, "memory gate")
+    ax.set_ylabel(r"timescale $-1/\ln \bar f$ (steps, log)")
+    ax.set_title(f"(a) {name} timescale over units:\nmedian (solid), 10% and 90% (dashed)",
                  fontsize="medium")  # fmt: skip
 
     # (b) saturation
@@ -171,7 +174,7 @@ def gates_over_training(
         other = "i" if mem == "f" else "r"
         draw(ax, sat[keys == mem], ["init", "iteration"])
         draw(ax, sat[keys == other], ["init", "iteration"], linestyle="--", lw=1.2)
-        ax.set_title(f"(b) saturated fraction: {S.gate_label(mem)} (solid), "
+        ax.set_title(f"(b) saturated fraction:\n{S.gate_label(mem)} (solid), "
                      f"{S.gate_label(other)} (dashed)", fontsize="medium")  # fmt: skip
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("fraction saturated\n(gate < 0.05 or > 0.95)")
@@ -184,20 +187,30 @@ def gates_over_training(
         draw(ax, g0, ["init", "iteration"], log=True)
         ax.set_yscale("log")
     ax.set_ylabel(r"$\|\partial L/\partial h_0\|_2$ (log)" + "\ngeometric mean over seeds")
-    ax.set_title("(c) gradient reaching step 0", fontsize="medium")
+    ax.set_title("(c) gradient at step 0", fontsize="medium")
 
-    # (d) loss
+    # (d) accuracy, or loss
     ax = axes[3]
-    ev = d[d["quantity"] == "eval_loss"]
-    draw(ax, ev, ["init", "iteration"])
-    base = d[d["quantity"] == "baseline"]["value"]
-    if base.notna().any():
-        ax.axhline(float(base.mean()), **S.THEORY, gid="baseline")
-    pos = ev["value"].to_numpy(float)
-    if pos.size and (pos > 0).all() and pos.max() / pos.min() > 10**1.5:
-        ax.set_yscale("log")
-    ax.set_ylabel("evaluation loss")
-    ax.set_title("(d) evaluation loss; dashed: no-memory baseline", fontsize="medium")
+    acc = d[d["quantity"] == "accuracy"]
+    if not acc.empty:
+        draw(ax, acc, ["init", "iteration"])
+        if chance is not None:
+            ax.axhline(chance, **S.THEORY, gid="baseline")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("evaluation accuracy")
+        extra = f"; dashed: chance ({S.fmt_num(chance, 3)})" if chance is not None else ""
+        ax.set_title(f"(d) accuracy{extra}", fontsize="medium")
+    else:
+        ev = d[d["quantity"] == "eval_loss"]
+        draw(ax, ev, ["init", "iteration"])
+        base = d[d["quantity"] == "baseline"]["value"]
+        if base.notna().any():
+            ax.axhline(float(base.mean()), **S.THEORY, gid="baseline")
+        pos = ev["value"].to_numpy(float)
+        if pos.size and (pos > 0).all() and pos.max() / pos.min() > 10**1.5:
+            ax.set_yscale("log")
+        ax.set_ylabel("evaluation loss")
+        ax.set_title("(d) evaluation loss; dashed: no-memory baseline", fontsize="medium")
 
     for ax in axes:
         ax.grid(True, linewidth=0.4, alpha=0.5)
