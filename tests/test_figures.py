@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from gradlab._figures import FIGURES, _ci, render_all
 from gradlab.plot._stats import bootstrap_ci
