@@ -108,23 +108,24 @@ def _round_to(x: float, decimals: int, *, sci: bool) -> str:
     return _f(x, decimals)
 
 
-def _ci(mean: float, lo: float, hi: float, *, digits: int = 2) -> str:
+def _ci(mean: float, lo: float, hi: float, *, digits: int = 2, unit: str = "") -> str:
     """A mean with its 95% CI, to the digits the interval supports.
 
     0.0123, [0.0101, 0.0150] -> "0.012 (95% CI 0.010–0.015)": every number is rounded at the
     decimal of the interval width's first significant digit, so what is printed does not
     change when the mean moves within its interval. Numbers below 10⁻³ or from 10⁵ up are in
     scientific notation ("8.7e−5"), negative bounds are joined by " to ". Without an interval
-    (one seed, or all equal) the mean is printed to ``digits`` significant digits.
+    (one seed, or all equal) the mean is printed to ``digits`` significant digits. ``unit``
+    (e.g. "%") follows every number.
     """
     if any(v is None or math.isnan(v) for v in (mean, lo, hi)):
         return "n/a"
     dec = _decimals(lo, hi)
     if dec is None:
-        return _g(mean, digits)
+        return _g(mean, digits) + unit
     big = max(abs(mean), abs(lo), abs(hi))
     sci = big != 0 and (big < 1e-3 or big >= 1e5)
-    m, a, b = (_round_to(v, dec, sci=sci) for v in (mean, lo, hi))
+    m, a, b = (_round_to(v, dec, sci=sci) + unit for v in (mean, lo, hi))
     sep = " to " if min(lo, hi) < 0 else "–"
     return f"{m} (95% CI {a}{sep}{b})"
 
@@ -139,10 +140,10 @@ def _boot(df: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFra
     return summarise(df, keys, value=value, band="bootstrap").set_index(keys)
 
 
-def _cit(stats: pd.DataFrame, key) -> str:
+def _cit(stats: pd.DataFrame, key, unit: str = "") -> str:
     """``_ci`` of one row of a ``_boot`` frame."""
     row = stats.loc[key]
-    return _ci(float(row["mean"]), float(row["lo"]), float(row["hi"]))
+    return _ci(float(row["mean"]), float(row["lo"]), float(row["hi"]), unit=unit)
 
 
 def _one(df: pd.DataFrame, col: str):
@@ -480,9 +481,9 @@ def _bptt(df: pd.DataFrame):
     cells = _cells(total.index.get_level_values(0))
     reading = (
         "Share of Σ_k ‖lag-k term of ∂L/∂W_hh‖ from lags 0–1: "
-        + ", ".join(f"{_name(c)} {_cit(near, c)}%" for c in cells)
+        + ", ".join(f"{_name(c)} {_cit(near, c, '%')}" for c in cells)
         + f"; from lags ≥ {cut}: "
-        + ", ".join(f"{_name(c)} {_cit(far, c) if c in far.index else '0'}%" for c in cells)
+        + ", ".join(f"{_name(c)} {_cit(far, c, '%') if c in far.index else '0%'}" for c in cells)
         + f" ({_over(df)}). The input weights and biases split the same way: every term"
         " carries the same factor ∂L/∂h_t."
     )
@@ -607,7 +608,8 @@ def _training_grad(df: pd.DataFrame):
     )
     parts = []
     g0 = g[g["step"] == g["step"].min()]
-    g0 = g0.assign(value=np.log10(g0["value"].astype(float)))  # −∞ where it underflows to 0
+    with np.errstate(divide="ignore"):  # −∞ where the norm underflows to 0
+        g0 = g0.assign(value=np.log10(g0["value"].astype(float)))
     for c in cells:
         part = g0[g0["cell"] == c]
         its = sorted(part["iteration"].unique())

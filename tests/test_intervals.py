@@ -64,6 +64,11 @@ def test_ci_quotes_the_digits_the_interval_supports(mean, lo, hi, text):
     assert _ci(mean, lo, hi) == text
 
 
+def test_ci_unit_follows_every_number():
+    assert _ci(77.2, 75.1, 79.3, unit="%") == "77% (95% CI 75%–79%)"
+    assert _ci(0.5, 0.5, 0.5, unit="%") == "0.5%"
+
+
 def test_ci_text_does_not_change_when_the_mean_moves_by_far_less_than_the_width():
     # a rerun that moves every number by 1% of the interval width prints the same text,
     # unless a number sits on a rounding edge (not the case here)
