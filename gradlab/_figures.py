@@ -3,8 +3,9 @@
 ``render_all(results, out_dir, scale)`` is what ``gradlab figures`` calls with the results of
 every experiment in ``experiments/`` (experiment name -> its tidy rows). Each figure reads one
 experiment's table, selects and reshapes it, and draws it with :mod:`gradlab.plot`; nothing is
-computed here beyond selections, means over seeds and reading numbers off the table for the
-README. A figure whose experiment has no rows is left out and listed as missing in the README.
+computed here beyond selections, means over seeds with their bootstrap 95% confidence
+intervals (``_boot``) and reading numbers off the table for the README, each quoted with its
+interval to the digits the interval supports (``_ci``). A figure whose experiment has no rows is left out and listed as missing in the README.
 
 Output, per figure NAME: ``NAME.png`` and ``NAME.svg`` (byte-for-byte deterministic, see
 :func:`gradlab.plot.save`), and ``README.md``: the gallery, with a one-line reading of each
