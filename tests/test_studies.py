@@ -118,7 +118,7 @@ def test_inapplicable_init_cell_pairs_are_left_out_of_the_grid():
         assert bad not in pairs
     skipped = {(p["cell"], p["init"]) for p, _ in exp.skipped}
     assert ("lstm", "irnn") in skipped
-    n_seeds = 2
+    n_seeds = len({p.params["seed"] for p in exp.points})
     assert len(exp.points) + len(exp.skipped) == 4 * 9 * n_seeds
 
 
