@@ -603,6 +603,7 @@ def bptt_by_lag_study(point: dict[str, Any]) -> pd.DataFrame:
     params={
         "task": Param(str, allowed=("adding", "copy", "digits")),
         "seq_len": Param(int, doc="the task's length (copy: the delay)"),
+        "copy_length": Param(int, default=10, doc="copy: the number of symbols to remember"),
         "cell": _CELL,
         "init": _INIT,
         "clip_norm": Param(float, default=0.0, doc="clip the gradient norm at this; 0 = off"),
@@ -613,6 +614,7 @@ def bptt_by_lag_study(point: dict[str, Any]) -> pd.DataFrame:
         "optimizer": Param(str, default="adam", allowed=("adam", "rmsprop", "sgd")),
         "track_every": Param(int, default=50, doc="record ||dL/dh_t|| every this many updates"),
         "eval_every": Param(int, default=0, doc="0: steps // 10"),
+        "track_gates": Param(bool, default=False, doc="also gate statistics (LSTM, GRU)"),
         "seed": 0,
     },
 )
@@ -622,7 +624,9 @@ def train_study(point: dict[str, Any]) -> pd.DataFrame:
     Rows (see gradlab.train): per iteration "loss", "grad_norm_total" (and "grad_norm_clipped"
     with clipping); per evaluation "eval_loss", "baseline" (the no-memory loss), "accuracy"
     (copy, digits); every track_every updates "grad_norm" ||dL/dh_t|| per step t (and
-    "grad_norm_c" for the LSTM cell state), the batch mean from gradlab.record.
+    "grad_norm_c" for the LSTM cell state), the batch mean from gradlab.record; with
+    track_gates also "gate_mean", "gate_saturated_frac" (column gate) and the memory gate's
+    "forget_timescale" per unit (columns gate, unit).
     """
     import torch
 
@@ -646,6 +650,8 @@ def train_study(point: dict[str, Any]) -> pd.DataFrame:
         seed=p["seed"],
         track_every=p["track_every"] or None,
         eval_every=p["eval_every"] or None,
+        track_gates=p["track_gates"],
+        task_params={"length": p["copy_length"]} if p["task"] == "copy" else None,
     )
     return df.drop(columns=["layer", "direction"])
 

@@ -11,7 +11,7 @@ Tasks:
     adding   Hochreiter & Schmidhuber (1997), in the form of Le, Jaitly & Hinton (2015) and
              Arjovsky, Shah & Bengio (2016). ``seq_len`` = T.
     copy     copy-memory, Arjovsky, Shah & Bengio (2016). ``seq_len`` = the delay T; sequences
-             have T + 20 steps.
+             have T + 2n steps for n symbols to copy (``length``, default 10).
     digits   scikit-learn's 8x8 ``load_digits`` read pixel by pixel (seq_len 64, I = 1) or row
              by row (seq_len 8, I = 8).
 """
@@ -44,14 +44,15 @@ COPY_SYMBOLS = 8  # symbols 1..8; 0 is the blank, 9 the delimiter
 COPY_LENGTH = 10  # symbols to remember
 
 
-def copy_baseline(T: int) -> float:
+def copy_baseline(T: int, length: int = COPY_LENGTH) -> float:
     """Cross-entropy per step of the best no-memory predictor on copy-memory with delay T.
 
-    It predicts the T + 10 blanks exactly (their place is fixed) and spreads the last 10 steps
-    uniformly over the 8 symbols: 10 ln 8 / (T + 20) (Arjovsky, Shah & Bengio 2016).
+    It predicts the T + n blanks exactly (their place is fixed) and spreads the last n steps
+    uniformly over the 8 symbols: n ln 8 / (T + 2n), n = ``length`` symbols to copy (10 in
+    Arjovsky, Shah & Bengio 2016).
     """
     _check_seq_len("copy", T, minimum=1)
-    return COPY_LENGTH * math.log(COPY_SYMBOLS) / (T + 2 * COPY_LENGTH)
+    return length * math.log(COPY_SYMBOLS) / (T + 2 * length)
 
 
 def _check_seq_len(name: str, seq_len: Any, minimum: int) -> None:
@@ -163,42 +164,53 @@ class AddingTask(Task):
 
 
 class CopyTask(Task):
-    """Copy-memory (Arjovsky, Shah & Bengio 2016), delay T = ``seq_len``, length T + 20.
+    """Copy-memory (Arjovsky, Shah & Bengio 2016), delay T = ``seq_len``, length T + 2n.
 
-    Input symbols (one-hot over 10 classes): 10 symbols from {1..8}, T - 1 blanks (0), the
-    delimiter 9, 10 blanks. Target (B, T + 20) class indices: blanks (0) for T + 10 steps, then
-    the 10 symbols. ``pred`` is (B, T + 20, 9) logits over {0..8}. Baseline: ``copy_baseline``.
+    Input symbols (one-hot over 10 classes): n = ``length`` symbols from {1..8} (n = 10 in the
+    paper), T - 1 blanks (0), the delimiter 9, n blanks. Target (B, T + 2n) class indices:
+    blanks (0) for T + n steps, then the n symbols. ``pred`` is (B, T + 2n, 9) logits over
+    {0..8}. Baseline: ``copy_baseline(T, n)``.
     """
 
     name = "copy"
     metric = "cross_entropy"
     readout = "all"
 
-    def __init__(self, seq_len: int, *, seed: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        seq_len: int,
+        *,
+        seed: int,
+        device: torch.device | str = "cpu",
+        length: int = COPY_LENGTH,
+    ):
         _check_seq_len("copy", seq_len, minimum=1)
+        if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 1:
+            raise ValueError(f"task 'copy' needs an integer length >= 1 (symbols), got {length!r}")
         super().__init__(seq_len, seed=seed, device=device)
-        self.length = self.seq_len + 2 * COPY_LENGTH
+        self.copy_length = int(length)
+        self.length = self.seq_len + 2 * self.copy_length
         self.input_size = COPY_SYMBOLS + 2  # blank, 8 symbols, delimiter
         self.output_size = COPY_SYMBOLS + 1  # blank, 8 symbols
-        self.baseline = copy_baseline(self.seq_len)
+        self.baseline = copy_baseline(self.seq_len, self.copy_length)
 
     def _draw(self, B: int, g: torch.Generator, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        T, L, n = self.seq_len, self.length, COPY_LENGTH
-        symbols = torch.randint(1, COPY_SYMBOLS + 1, (B, n), generator=g)  # (B, 10)
-        seq = torch.zeros(B, L, dtype=torch.long)  # (B, T+20)
+        T, L, n = self.seq_len, self.length, self.copy_length
+        symbols = torch.randint(1, COPY_SYMBOLS + 1, (B, n), generator=g)  # (B, n)
+        seq = torch.zeros(B, L, dtype=torch.long)  # (B, T+2n)
         seq[:, :n] = symbols
         seq[:, n + T - 1] = COPY_SYMBOLS + 1  # delimiter 9
-        y = torch.zeros(B, L, dtype=torch.long)  # (B, T+20)
+        y = torch.zeros(B, L, dtype=torch.long)  # (B, T+2n)
         y[:, -n:] = symbols
-        x = F.one_hot(seq, self.input_size).float()  # (B, T+20, 10)
+        x = F.one_hot(seq, self.input_size).float()  # (B, T+2n, 10)
         return x, y
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
 
     def accuracy(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Fraction of the 10 recalled symbols predicted right (the part that needs memory)."""
-        n = COPY_LENGTH
+        """Fraction of the n recalled symbols predicted right (the part that needs memory)."""
+        n = self.copy_length
         return (pred[:, -n:].argmax(-1) == y[:, -n:]).float().mean()
 
 

@@ -12,6 +12,17 @@
     j          "grad_norm"         t     l     d          batch-mean ||dL/dh_t|| (gradlab._record)
     j          "grad_norm_c"       t     l     d          the same for the LSTM cell state c_t
 
+With ``track_gates`` (LSTM, GRU) the table has two more columns, ``gate`` and ``unit``, and at
+every tracked iteration j, from that iteration's training batch (before the update):
+
+    iteration  quantity              gate   unit  value
+    j          "gate_mean"           g      <NA>  mean of gate g over batch, steps and units
+    j          "gate_saturated_frac" g      <NA>  fraction of (b, t, unit) with a sigmoid gate
+                                                  < 0.05 or > 0.95, or a tanh gate |g| > 0.95
+    j          "forget_timescale"    g      u     -1 / ln(mean over b, t of g_u) for the gate
+                                                  that keeps memory (LSTM forget f, GRU update
+                                                  z: h' = (1 - z) n + z h); inf if it is 1
+
 Row values at iteration i are measured with the parameters theta_i, before the i-th update;
 the last evaluation is at iteration ``steps`` (after the last update). Gradient clipping follows
 Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neural networks".
@@ -36,6 +47,9 @@ __all__ = ["CELLS", "SequenceModel", "train"]
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 _COLUMNS = ["iteration", "quantity", "step", "layer", "direction", "value"]
+_GATE_COLUMNS = ["gate", "unit"]  # added with track_gates
+_MEMORY_GATE = {"lstm": "forget", "gru": "update"}
+_SATURATED = 0.95  # as gradlab.record: sigmoid < 0.05 or > 0.95, tanh |g| > 0.95
 
 
 class SequenceModel(nn.Module):
@@ -200,6 +214,7 @@ def train(
     eval_batches: int = 4,
     task_params: Mapping[str, Any] | None = None,
     return_model: bool = False,
+    track_gates: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, SequenceModel]:
     """Train ``SequenceModel(cell, ...)`` on ``task`` by BPTT; return the tidy training record.
 
@@ -232,6 +247,9 @@ def train(
             "test" split for data sets).
         task_params: extra keywords for ``make_task``.
         return_model: return (table, the trained model) instead of the table.
+        track_gates: at every tracked iteration also record gate means, saturated fractions and
+            the memory gate's per-unit timescale (module docstring; needs ``track_every`` and an
+            LSTM or GRU; layer 0, forward direction).
 
     Returns:
         DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
@@ -248,6 +266,11 @@ def train(
     _positive("eval_batches", eval_batches, integer=True)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(_OPTIMIZERS)}")
+    if track_gates and (cell not in _MEMORY_GATE or track_every is None):
+        raise ValueError(
+            f"train: track_gates needs a gated cell (lstm or gru) and track_every, got cell="
+            f"{cell!r}, track_every={track_every!r}; set track_gates=False or change them"
+        )
     device = torch.device(device)
     seed_params, seed_data, seed_eval = _seeds(seed)
 
@@ -303,6 +326,8 @@ def train(
         if track_every is not None and i % track_every == 0:
             loss, frame = _tracked_step(model, task, x, y)
             tracked.append(_tracking_rows(frame, i))
+            if track_gates:
+                tracked.append(_gate_rows(model.rnn, x, i))
         else:
             loss = task.loss(model(x), y)
             loss.backward()
@@ -325,8 +350,11 @@ def train(
             "value": values.numpy(),
         }
     )
+    columns = _COLUMNS + (_GATE_COLUMNS if track_gates else [])
+    if track_gates:
+        table = table.assign(gate=None, unit=pd.array([pd.NA] * len(table), dtype="Int64"))
     out = pd.concat([table, *tracked], ignore_index=True) if tracked else table
-    out = out.sort_values("iteration", kind="stable").reset_index(drop=True)[_COLUMNS]
+    out = out.sort_values("iteration", kind="stable").reset_index(drop=True)[columns]
     return (out, model) if return_model else out
 
 
@@ -354,5 +382,53 @@ def _tracking_rows(frame: pd.DataFrame, iteration: int) -> pd.DataFrame:
             "layer": pd.array(rows["layer"].to_numpy(), dtype="Int64"),
             "direction": pd.array(rows["direction"].to_numpy(), dtype="Int64"),
             "value": rows["value"].to_numpy(dtype=np.float64),
+        }
+    )
+
+
+@torch.no_grad()
+def _gate_rows(rnn: nn.Module, x: torch.Tensor, iteration: int) -> pd.DataFrame:
+    """Gate statistics of layer 0 of ``rnn`` on the batch x (B, T, I), in ``train``'s columns.
+
+    The gates are recomputed in closed form (gradlab._cells) from the layer's states; per unit u
+    the memory gate's mean m_u over batch and steps gives the timescale -1/ln m_u (steps over
+    which a stored value falls by 1/e if the gate sat at its mean).
+    """
+    from gradlab import _cells
+
+    p = _cells.params_from_module(rnn).to(dtype=torch.float64)
+    xd = x.to(torch.float64)
+    states = _cells.unroll(p, xd)  # (B, T, S)
+    cache, _ = _cells.sequence_cache(p, xd, states)
+    gates = _cells.gate_values(p, cache)  # name -> (B, T, H)
+    names, quantities, units, values = [], [], [], []
+    for name, g in gates.items():
+        tanh_gate = name in ("cell", "new")
+        sat = (g.abs() > _SATURATED) if tanh_gate else ((g < 1 - _SATURATED) | (g > _SATURATED))
+        names += [name, name]
+        quantities += ["gate_mean", "gate_saturated_frac"]
+        units += [pd.NA, pd.NA]
+        values += [float(g.mean()), float(sat.double().mean())]
+    memory = _MEMORY_GATE[p.kind]
+    m = gates[memory].mean(dim=(0, 1))  # (H,)
+    with np.errstate(divide="ignore"):
+        tau = -1.0 / np.log(m.cpu().numpy())  # inf where m == 1
+    H = len(tau)
+    names += [memory] * H
+    quantities += ["forget_timescale"] * H
+    units += list(range(H))
+    values += tau.tolist()
+    n = len(values)
+    na = pd.array([pd.NA] * n, dtype="Int64")
+    return pd.DataFrame(
+        {
+            "iteration": iteration,
+            "quantity": quantities,
+            "step": na,
+            "layer": pd.array([0] * n, dtype="Int64"),
+            "direction": pd.array([0] * n, dtype="Int64"),
+            "value": np.asarray(values, dtype=np.float64),
+            "gate": names,
+            "unit": pd.array(units, dtype="Int64"),
         }
     )

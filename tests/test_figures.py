@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
-from gradlab._figures import FIGURES, render_all
+from gradlab._figures import FIGURES, _ci, render_all
+from gradlab.plot._stats import bootstrap_ci
 from tests.test_studies import quick_results_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +49,7 @@ def test_readme_lists_every_figure_with_a_reading_and_the_command(rendered):
     assert "Not drawn" not in text
     # readings quote numbers read off the tables
     decay = text.split("## ")[1]
-    assert re.search(r"LSTM −0\.\d{3}", decay) and re.search(r"tanh RNN −0\.\d{3}", decay)
+    assert re.search(r"LSTM −0\.\d+", decay) and re.search(r"tanh RNN −0\.\d+", decay)
     assert "edge of chaos σ_w* = 1.000 (theory)" in text
 
 
@@ -94,3 +97,72 @@ def test_transformer_readings_quote_the_tables(rendered):
     par = text.split("## Why the Transformer: the parallelism limit")[1]
     assert "Sequential steps at T = 4096: RNNs 4096, Transformer 2" in par
     assert "Data: `benchmarks/parallel-cpu.csv` (committed" in par
+
+
+# --- the readings are computed from the tables --------------------------------------------
+
+
+def _reading(spec, df):
+    fig, reading = spec.draw(df.reset_index(drop=True))
+    plt.close(getattr(fig, "figure", fig))
+    return reading
+
+
+def _section(text: str, caption: str) -> str:
+    return text.split(f"## {caption}\n")[1].split("\n## ")[0]
+
+
+@pytest.mark.parametrize("spec", FIGURES, ids=[f.name for f in FIGURES])
+def test_each_reading_is_the_one_in_the_readme_and_follows_its_table(rendered, spec):
+    """The README quotes what the figure's function reads off the table, and a table with other
+    values gives another reading: the numbers are computed, not typed in."""
+    results, out, _ = rendered
+    df = results[spec.experiment]
+    reading = _reading(spec, df)
+    assert reading in _section((out / "README.md").read_text(encoding="utf-8"), spec.caption)
+    assert re.search(r"\d", reading), "a reading quotes numbers"
+    other = df.assign(value=df["value"] * 1.25 + 0.0123)
+    assert _reading(spec, other) != reading
+
+
+def _quoted(values) -> str:
+    """How the README writes the mean of ``values`` (one per seed) with its CI."""
+    return _ci(*bootstrap_ci(np.asarray(values, dtype=float)))
+
+
+def test_readings_quote_the_seed_means_of_the_table(rendered):
+    """Recompute some of the quoted numbers from the rows, by hand, and find them in the text."""
+    results, out, _ = rendered
+    text = (out / "README.md").read_text(encoding="utf-8")
+    names = {"rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU"}
+
+    decay = results["decay"]
+    section = _section(text, "Gradient norm against lag, per cell, with fitted rates")
+    for cell, rows in decay[decay["quantity"] == "log10_decay_rate"].groupby("cell"):
+        assert f"{names[cell]} {_quoted(rows['value'])}" in section
+
+    training = results["training"]
+    section = _section(text, "Copy-memory: accuracy on the recalled symbols")
+    acc = training[training["quantity"] == "accuracy"]
+    last = acc[acc["iteration"] == acc["iteration"].max()]
+    for (T, cell), rows in last.groupby(["seq_len", "cell"]):
+        assert f"T = {T}:" in section and f"{names[cell]} {_quoted(rows['value'])}" in section
+
+    section = _section(text, "Training loss against the no-memory baseline")
+    ev = training[training["quantity"] == "eval_loss"]
+    last = ev[ev["iteration"] == ev["iteration"].max()]
+    for (task, T), part in last.groupby(["task", "seq_len"]):
+        cells = ", ".join(
+            f"{names[c]} {_quoted(r['value'])}" for c, r in part.groupby("cell", sort=False)
+        )
+        assert f"{task} T = {T}:" in section
+        for cell, r in part.groupby("cell"):
+            assert f"{names[cell]} {_quoted(r['value'])}" in section, cells
+
+    gates = results["gates"]
+    section = _section(text, "Gates and the gradient at step 0 over training, per init")
+    tau = gates[(gates["quantity"] == "forget_timescale") & (gates["iteration"] == 0)]
+    for init, rows in tau.groupby("init"):
+        med = np.log10(rows.groupby("seed")["value"].median())
+        m, lo, hi = (10**v for v in bootstrap_ci(med))
+        assert f"{init}: median timescale {_ci(m, lo, hi)} →" in section

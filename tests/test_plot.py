@@ -163,6 +163,28 @@ def gates_df():
     return pd.DataFrame(rows)
 
 
+def gates_training_df():
+    """Two inits x 3 seeds x 4 tracked iterations: per-unit timescales (default ~1.4 steps,
+    chrono 10x longer), saturated fractions, ∂L/∂h_0 (two steps), accuracy."""
+    rows = []
+    for init, scale in (("default", 1.0), ("chrono", 10.0)):
+        for s in range(3):
+            for it in (0, 10, 20, 30):
+                for u in range(4):
+                    rows.append(dict(init=init, seed=s, iteration=it, quantity="forget_timescale",
+                                     gate="forget", unit=u, step=None,
+                                     value=scale * 1.4 * (1 + u) * (1 + it / 30)))  # fmt: skip
+                for g, v in (("forget", 0.1 * scale / 10), ("input", 0.05)):
+                    rows.append(dict(init=init, seed=s, iteration=it, gate=g, unit=None,
+                                     step=None, quantity="gate_saturated_frac", value=v))  # fmt: skip
+                for t in (0, 1):
+                    rows.append(dict(init=init, seed=s, iteration=it, gate=None, unit=None, step=t,
+                                     quantity="grad_norm", value=10.0 ** (-4 + t + s / 10)))  # fmt: skip
+                rows.append(dict(init=init, seed=s, iteration=it, gate=None, unit=None, step=None,
+                                 quantity="accuracy", value=0.1 + it / 100))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -477,6 +499,7 @@ CASES = {
         "step",
     ),  # fmt: skip
     "gate_saturation": (lambda df: gp.gate_saturation(df), gates_df, "gate"),
+    "gates_over_training": (lambda df: gp.gates_over_training(df), gates_training_df, "init"),
 }
 
 
@@ -595,3 +618,52 @@ def test_plot_package_runs_with_torch_unimportable(tmp_path):
         here = gp.save(gp.decay_curves(df), tmp_path / "here")
     for ext, p in zip(("png", "svg"), here, strict=True):
         assert p.read_bytes() == (tmp_path / f"sub.{ext}").read_bytes()
+
+
+# ----------------------------------------------------------------------------- gates over training
+
+
+def test_gates_over_training_panels_scales_and_bands():
+    df = gates_training_df()
+    fig = gp.gates_over_training(df, horizon=20.0, chance=0.125)
+    tau, sat, grad, acc = fig.axes[:4]
+    assert tau.get_yscale() == "log" and grad.get_yscale() == "log"
+    assert sat.get_yscale() == "linear" and acc.get_ylim() == pytest.approx((-0.02, 1.02))
+    # (a): median + 10% + 90% per init; the median (thick) of chrono is 10x default's
+    assert len(data_lines(tau)) == 3 * 2
+    med = {ln.get_label(): ln for ln in data_lines(tau) if ln.get_linestyle() == "-"}
+    ratio = med["chrono"].get_ydata() / med["default (PyTorch)"].get_ydata()
+    np.testing.assert_allclose(ratio, 10.0)
+    assert len(by_gid(tau, "reference")) == 1  # the delay
+    # (b): forget solid + input dashed per init; (c) ∂L/∂h_0 is the step-0 row only
+    assert len(data_lines(sat)) == 4
+    g = data_lines(grad)[0].get_ydata()
+    # geometric mean over seeds of 10^(-4 + s/10), s = 0, 1, 2
+    np.testing.assert_allclose(g, 10.0 ** (-4 + 0.1), rtol=1e-12)
+    assert len(by_gid(acc, "baseline")) == 1
+    # bands: bootstrap CI over 3 seeds, and the legend says so
+    assert by_gid(grad, "band")
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("bootstrap 95% CI over 3 seeds" in t for t in texts)
+    assert [t for t in texts if t.startswith("init: ")] == ["init: default (PyTorch)", "init: chrono"]
+
+
+def test_gates_over_training_without_accuracy_draws_the_loss():
+    df = gates_training_df()
+    df = df[df["quantity"] != "accuracy"]
+    extra = pd.DataFrame([dict(init="default", seed=0, iteration=it, quantity=q, value=v)
+                          for it in (0, 10) for q, v in (("eval_loss", 1.0 / (1 + it)),
+                                                          ("baseline", 0.5))])  # fmt: skip
+    fig = gp.gates_over_training(pd.concat([df, extra], ignore_index=True))
+    assert "loss" in fig.axes[3].get_ylabel() and len(by_gid(fig.axes[3], "baseline")) == 1
+
+
+def test_training_curves_accuracy_mode():
+    df = training_df()
+    acc = df[df["quantity"] == "loss"].assign(quantity="accuracy", value=lambda d: d["value"] / 3)
+    fig = gp.training_curves(pd.concat([df, acc]), quantity="accuracy", chance=0.125)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear" and "accuracy" in ax.get_ylabel()
+    assert [ln.get_ydata()[0] for ln in by_gid(ax, "baseline")] == [0.125]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "chance (0.125)" in texts and "no-memory baseline" not in texts

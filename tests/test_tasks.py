@@ -180,6 +180,24 @@ def test_copy_no_memory_predictor_reaches_the_baseline(T):
     assert task.accuracy(perfect, y).item() == 1.0
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_copy_with_fewer_symbols(n):
+    """length=n: n symbols, delimiter at step n + T - 1, sequence T + 2n, baseline n ln 8/(T+2n)."""
+    T = 7
+    task = make_task("copy", T, seed=0, length=n)
+    x, y = task.sample(16)
+    L = T + 2 * n
+    assert task.length == L and x.shape == (16, L, 10) and y.shape == (16, L)
+    symbols = x[:, :n].argmax(-1)
+    assert symbols.min() >= 1 and symbols.max() <= 8
+    assert (x[:, n + T - 1].argmax(-1) == 9).all()
+    assert (x[:, n : n + T - 1, 0] == 1).all() and (x[:, n + T :, 0] == 1).all()
+    assert torch.equal(y[:, -n:], symbols) and (y[:, :-n] == 0).all()
+    assert task.baseline == copy_baseline(T, n) == pytest.approx(n * math.log(8) / L)
+    with pytest.raises(ValueError, match="length >= 1"):
+        make_task("copy", T, seed=0, length=0)
+
+
 # ----------------------------------------------------------------------------- digits
 
 

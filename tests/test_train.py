@@ -300,3 +300,50 @@ def test_cuda_tracking_matches_cpu_at_start():
     cpu = rows(train("lstm", "adding", **kw), "grad_norm")["value"].to_numpy()
     gpu = rows(train("lstm", "adding", device="cuda", **kw), "grad_norm")["value"].to_numpy()
     np.testing.assert_allclose(gpu, cpu, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- gate tracking
+
+
+@pytest.mark.parametrize("cell, memory, n_gates", [("lstm", "forget", 4), ("gru", "update", 3)])
+def test_track_gates_rows_match_the_gates_of_torch_cell(cell, memory, n_gates):
+    from tests._reference import nn_cell
+
+    H = 5
+    df = train(cell, "adding", track_every=3, track_gates=True, **{**TINY, "hidden_size": H})
+    assert list(df.columns) == COLUMNS + ["gate", "unit"]
+    tau = rows(df, "forget_timescale")
+    assert sorted(tau["iteration"].unique()) == [0, 3]
+    assert set(tau["gate"]) == {memory} and sorted(tau["unit"].unique()) == list(range(H))
+    sat = rows(df, "gate_saturated_frac")
+    assert len(sat) == 2 * n_gates and sat["value"].between(0, 1).all()
+    # iteration 0: recompute the memory gate from torch's own cell on the same batch
+    model = SequenceModel(cell, 2, H, 1)
+    g = torch.Generator().manual_seed(_seeds(0)[0])
+    apply_init(model.rnn, "default", generator=g)
+    task = make_task("adding", TINY["seq_len"], seed=_seeds(0)[1])
+    x, _ = task.sample(TINY["batch_size"], torch.Generator().manual_seed(_seeds(0)[1]))
+    torch_cell = nn_cell(model.rnn, 0, 0)
+    with torch.no_grad():
+        h = torch.zeros(TINY["batch_size"], H)
+        c = torch.zeros_like(h)
+        gate = []
+        for t in range(x.shape[1]):
+            pre = x[:, t] @ torch_cell.weight_ih.T + torch_cell.bias_ih
+            hid = h @ torch_cell.weight_hh.T + torch_cell.bias_hh
+            # LSTM (i, f, g, o): f is chunk 1; GRU (r, z, n): z is chunk 1
+            gate.append(torch.sigmoid(pre.chunk(n_gates, -1)[1] + hid.chunk(n_gates, -1)[1]))
+            if cell == "lstm":
+                h, c = torch_cell(x[:, t], (h, c))
+            else:
+                h = torch_cell(x[:, t], h)
+        m = torch.stack(gate, 1).double().mean(dim=(0, 1))  # (H,)
+    got = tau[tau["iteration"] == 0].sort_values("unit")["value"].to_numpy()
+    np.testing.assert_allclose(got, (-1 / torch.log(m)).numpy(), rtol=1e-5)
+
+
+def test_track_gates_needs_a_gated_cell_and_tracking():
+    with pytest.raises(ValueError, match="track_gates needs a gated cell"):
+        train("rnn_tanh", "adding", track_every=2, track_gates=True, **TINY)
+    with pytest.raises(ValueError, match="track_every"):
+        train("lstm", "adding", track_gates=True, **TINY)

@@ -23,6 +23,7 @@ gate_saturation            cell, init, gate, step, quantity, value [seed]
 input_gradient_curves      arch, stage, lag, value (log10 ‖∂L/∂x_{T-1-k}‖) [seed]
 length_sweep               task, arch, seq_len, value (final loss ÷ baseline) [seed]
 parallel_timing            arch, seq_len, ms_median, sequential_steps [ms_min, ms_max]
+gates_over_training        init, iteration, quantity, value [seed, gate, unit, step]
 =========================  ====================================================================
 """
 
@@ -31,7 +32,7 @@ from ._style import CELL_COLORS, CELL_LABELS, CELL_ORDER
 from .bptt import bptt_by_lag
 from .decay import decay_curves, decay_heatmap
 from .flow import flow_heatmaps
-from .gates import gate_saturation
+from .gates import gate_saturation, gates_over_training
 from .monitor import decay_over_training, summary_over_training
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
@@ -52,6 +53,7 @@ __all__ = [
     "input_gradient_curves",
     "length_sweep",
     "parallel_timing",
+    "gates_over_training",
     "save",
     "singular_value_spectra",
     "summary_over_training",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-BANDS = ("ci", "minmax", None)
+BANDS = ("ci", "bootstrap", "minmax", None)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
 
 # Two-sided 95% Student-t quantiles t_{0.975, dof} for dof = 1..30; normal beyond.
 _T975 = np.array([
@@ -27,7 +30,48 @@ def t975(dof: np.ndarray) -> np.ndarray:
 
 def check_band(band: str | None, func: str) -> None:
     if band not in BANDS:
-        raise ValueError(f"{func}: band must be 'ci', 'minmax' or None, got {band!r}")
+        raise ValueError(
+            f"{func}: band must be 'ci', 'bootstrap', 'minmax' or None, got {band!r}"
+        )
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    *,
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its percentile-bootstrap confidence interval: (mean, lo, hi).
+
+    The n values (e.g. one per seed) are resampled with replacement ``resamples`` times; lo and
+    hi are the (1 - level)/2 and (1 + level)/2 quantiles of the resampled means. The resampling
+    generator is seeded by (``seed``, n), so the same values give the same interval on any
+    machine and for any order of the values. Non-finite values are dropped; n = 1 gives lo = hi = mean; n = 0 gives NaNs.
+    With few values the percentile interval is somewhat narrower than Student's t interval
+    (for n = 5 about sqrt(4/5) · 1.96/2.78 of its width).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level!r}")
+    v = np.asarray(values, dtype=float).ravel()
+    v = np.sort(v[np.isfinite(v)])  # sorted: the interval does not depend on the rows' order
+    n = v.size
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    if n == 1 or np.all(v == v[0]):
+        return mean, mean, mean
+    means = v[_resample_index(n, resamples, seed)].mean(axis=1)  # (resamples,)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return mean, float(min(lo, mean)), float(max(hi, mean))
+
+
+@functools.lru_cache(maxsize=64)
+def _resample_index(n: int, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap indices (resamples, n) from a generator seeded by (seed, n); read-only."""
+    idx = np.random.default_rng([seed, n]).integers(0, n, size=(resamples, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def summarise(
@@ -40,6 +84,7 @@ def summarise(
     """One row per ``keys``: ``mean``, ``lo``, ``hi``, ``n`` over the remaining rows (seeds).
 
     ``band="ci"``: mean ± t_{0.975, n-1} · sd/√n (95% CI of the mean, Student t);
+    ``band="bootstrap"``: percentile-bootstrap 95% CI of the mean (``bootstrap_ci``, seeded);
     ``band="minmax"``: min and max; None or n = 1: lo = hi = mean.
     ``log=True`` summarises log10(value) and maps back (geometric mean; band in log space);
     non-positive values are dropped then.
@@ -57,6 +102,8 @@ def summarise(
     n = out["n"].to_numpy()
     if band == "minmax":
         lo, hi = out["vmin"].to_numpy(), out["vmax"].to_numpy()
+    elif band == "bootstrap":
+        lo, hi = _bootstrap_bands(d, keys)
     elif band == "ci":
         sd = np.nan_to_num(out["sd"].to_numpy())
         half = t975(np.maximum(n - 1, 1)) * sd / np.sqrt(n)
@@ -69,6 +116,15 @@ def summarise(
         for c in ("mean", "lo", "hi"):
             out[c] = 10.0 ** out[c]
     return out[[*keys, "mean", "lo", "hi", "n"]]
+
+
+def _bootstrap_bands(d: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """lo and hi of ``bootstrap_ci`` of column ``_v`` per group (groups sorted as groupby)."""
+    cis = [bootstrap_ci(g.to_numpy()) for _, g in d.groupby(keys, sort=True, observed=True)["_v"]]
+    if not cis:
+        return np.array([]), np.array([])
+    _, lo, hi = np.array(cis).T
+    return lo, hi
 
 
 def slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

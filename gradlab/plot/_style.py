@@ -260,6 +260,8 @@ def band_text(band: str | None, n: int, *, geometric: bool = False, what: str = 
     mean = "geometric mean" if geometric else "mean"
     if band == "minmax":
         return f"line: {mean}; band: min–max over {n} {what}"
+    if band == "bootstrap":
+        return f"line: {mean}; band: bootstrap 95% CI over {n} {what}"
     return f"line: {mean}; band: 95% CI over {n} {what}"
 
 

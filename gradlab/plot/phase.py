@@ -107,7 +107,7 @@ def gain_phase_diagram(
         handles.append(S.line_handle(lab, color=c, linewidth=6))
 
     n = int(summarise(meas, ["quantity", "gain", "input_std"], band=band)["n"].max())
-    how = "min–max" if band == "minmax" else "95% CI"
+    how = {"minmax": "min–max", "bootstrap": "bootstrap 95% CI"}.get(band, "95% CI")
     errs = f", bars: {how} over {n} seeds" if band and n > 1 else ""
     present = [q for q in QUANTITIES if (meas["quantity"] == q).any()]
     for q in present:

@@ -50,6 +50,8 @@ def training_curves(
     band: str | None = "ci",
     log_y: bool | None = None,
     title: str = "Training loss",
+    quantity: str = "loss",
+    chance: float | None = None,
 ) -> Figure:
     """Loss against iteration, one panel per (task, seq_len); colour per cell, style per clip.
 
@@ -59,15 +61,20 @@ def training_curves(
     best predictor without memory, drawn as a black dashed horizontal line per panel (mean of its
     rows). A row of panels (one task) gets a log y axis when its losses span more than 1.5
     decades (``log_y`` forces it on or off).
+
+    ``quantity="accuracy"`` draws the "accuracy" rows instead (linear y in [0, 1]; no baseline)
+    with ``chance``, if given, as the dashed reference line (e.g. 1/8 for copy-memory).
+    ``quantity="eval_loss"`` draws the evaluation loss.
     """
     func = "training_curves"
     cols = ["task", "cell", "seq_len", "clip", "iteration", "quantity", "value"]
     require(df, func, cols, optional=["seed"])
     check_band(band, func)
-    loss = df[df["quantity"] == "loss"]
-    base = df[df["quantity"] == "baseline"]
+    accuracy = quantity == "accuracy"
+    loss = df[df["quantity"] == quantity]
+    base = df[df["quantity"] == "baseline"].iloc[:0] if accuracy else df[df["quantity"] == "baseline"]
     if loss.empty:
-        raise ValueError(f"{func}: no rows with quantity='loss'")
+        raise ValueError(f"{func}: no rows with quantity={quantity!r}")
     loss = loss.assign(clip=loss["clip"].map(clip_label))
     tasks = S.ordered(loss["task"])
     lens = S.ordered(loss["seq_len"])
@@ -87,7 +94,7 @@ def training_curves(
             log_y
             if log_y is not None
             else bool(pos.size == vals.size and pos.size and pos.max() / pos.min() > 10**1.5)
-        )
+        ) and not accuracy
         for j, T in enumerate(lens):
             ax = axes[i, j]
             part = summ[(summ["task"] == task) & (summ["seq_len"] == T)]
@@ -108,20 +115,31 @@ def training_curves(
             if b.notna().any():
                 ax.axhline(float(b.mean()), color="black", linestyle="--", linewidth=1.3,
                            gid="baseline", label="no-memory baseline")  # fmt: skip
+            if accuracy and chance is not None:
+                ax.axhline(chance, color="black", linestyle="--", linewidth=1.3, gid="baseline",
+                           label="chance")  # fmt: skip
+            if accuracy:
+                ax.set_ylim(-0.02, 1.02)
             if row_log:
                 ax.set_yscale("log")
             ax.set_title(f"{S.title_case_task(task)}, $T = {T}$", fontsize="medium")
             ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
             if i == len(tasks) - 1:
                 ax.set_xlabel("training iteration")
-            if j == 0:
+            if j == 0 and accuracy:
+                ax.set_ylabel("accuracy on the recalled symbols")
+            elif j == 0:
                 unit = _LOSS_UNITS.get(str(task))
-                ax.set_ylabel(f"loss ({unit})" if unit else "loss (task units)")
+                what = "evaluation loss" if quantity == "eval_loss" else "loss"
+                ax.set_ylabel(f"{what} ({unit})" if unit else f"{what} (task units)")
     handles = [S.line_handle(S.cell_label(c), color=colors[c]) for c in cells]
     if len(clips) > 1 or clips != ["no clipping"]:
         handles += [S.line_handle(c, linestyle=styles.get(c, "-"), color="0.3") for c in clips]
     if base["value"].notna().any():
         handles.append(S.line_handle("no-memory baseline", linestyle="--", linewidth=1.3))
+    if accuracy and chance is not None:
+        handles.append(S.line_handle(f"chance ({S.fmt_num(chance, 3)})", linestyle="--",
+                                     linewidth=1.3))  # fmt: skip
     n = int(summ["n"].max())
     if band is not None and n > 1:
         handles.append(S.band_handle(S.band_text(band, n)))
