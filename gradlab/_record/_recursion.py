@@ -79,43 +79,71 @@ def _norms(seq: Tensor) -> Tensor:
     return torch.linalg.vector_norm(seq, dim=-1, dtype=torch.float64).t()
 
 
+def _lstm_gates(p, xt: Tensor, hp: Tensor):
+    """i, f, g, o (t, B, H) of steps whose inputs are xt (t, B, I) and h_{t-1} hp (t, B, H),
+    time-major, one GEMM per weight matrix."""
+    t, B, H = hp.shape
+    a = torch.nn.functional.linear(xt, p.w_ih, p.b_ih).view(t * B, 4 * H)
+    a = a.addmm_(hp.reshape(t * B, H), p.w_hh.t())
+    if p.b_hh is not None:
+        a += p.b_hh
+    a = a.view(t, B, 4, H)
+    s = torch.sigmoid(a)
+    return s[:, :, 0], s[:, :, 1], torch.tanh(a[:, :, 2]), s[:, :, 3]
+
+
 class _LSTMFactors:
-    """The per-step factors of the LSTM vjp, (B, ·) at step t:
-    A = o ⊙ (1 - tanh² c_t) (h_t's path into c_t), Fc = [g i(1-i), c_{t-1} f(1-f), i(1-g²)]
-    (c_t's gradient into the i, f, g pre-activations), Fo = tanh c_t ⊙ o(1-o), and f.
-    Computed for the whole layer at once, or ``CHUNK`` steps at a time (lean)."""
+    """The per-step factors of the LSTM vjp, time-major (·, B, ·) so that a step's slice is
+    contiguous: A = o ⊙ (1 - tanh² c_t) (h_t's path into c_t), Fc = [g i(1-i), c_{t-1} f(1-f),
+    i(1-g²)] (c_t's gradient onto the i, f, g pre-activations), Fo = tanh c_t ⊙ o(1-o), and f.
+
+    The gates are recomputed from x_t and h_{t-1} (both known), c_t by its element-wise recurrence
+    c_t = f ⊙ c_{t-1} + i ⊙ g. Whole layer at once, or (lean) c_{t-1} for every step in a first
+    sweep (gates ``CHUNK`` steps at a time) and the factors ``CHUNK`` steps at a time, latest
+    first."""
 
     def __init__(self, p, xi, hs, h0, c0, lean):
-        self.lean = lean
-        self.src = ChunkedCache(p, xi, hs, h0, c0, chunk=CHUNK) if lean else None
-        self.t0 = self.t1 = -1
-        if not lean:
-            self.f = self._make(layer_cache(p, xi, hs, h0, c0))
-            self.t0, self.t1 = 0, hs.shape[1]
+        self.p = p
+        self.xt = xi.transpose(0, 1)  # (T, B, I)
+        ht = hs.transpose(0, 1)
+        self.hp = torch.cat([h0.unsqueeze(0), ht[:-1]], 0)  # h_{t-1}, (T, B, H)
+        T = ht.shape[0]
+        self.chunk = CHUNK if lean else T
+        self.cp = torch.empty_like(self.hp)  # c_{t-1}, (T, B, H)
+        c = c0
+        for t0 in range(0, T, self.chunk):  # the c recurrence needs one forward sweep
+            t1 = min(T, t0 + self.chunk)
+            i, f, g, o = _lstm_gates(p, self.xt[t0:t1], self.hp[t0:t1])
+            ig = i * g
+            for k in range(t1 - t0):
+                self.cp[t0 + k] = c
+                c = torch.addcmul(ig[k], f[k], c)
+            if not lean:
+                self.f = self._make(i, f, g, o, self.cp)
+        self.t0, self.t1 = (0, T) if not lean else (-1, -1)
 
     @staticmethod
-    def _make(c):
-        i, f, g, o, cp, tc = c["i"], c["f"], c["g"], c["o"], c["c_prev"], c["tanh_c"]
-        B, T, H = i.shape
-        Fc = torch.stack([g * i * (1 - i), cp * f * (1 - f), i * (1 - g * g)], 2)  # (B,T,3,H)
-        return {"A": o * (1 - tc * tc), "Fc": Fc, "Fo": tc * o * (1 - o), "f": f}
+    def _make(i, f, g, o, cp):
+        tc = torch.tanh(torch.addcmul(i * g, f, cp))
+        Fc = torch.stack([g * i * (1 - i), cp * f * (1 - f), i * (1 - g * g)], 2)  # (t,B,3,H)
+        return {"A": o * (1 - tc * tc), "Fc": Fc, "Fo": tc * o * (1 - o), "f": f.contiguous()}
 
     def at(self, t):
         if not self.t0 <= t < self.t1:
-            src = self.src
-            src.at(t)  # loads the chunk ending at t
-            self.f = self._make(src.cache)
-            self.t0, self.t1 = src.t0, src.t1
+            self.t0, self.t1 = max(0, t + 1 - self.chunk), t + 1
+            sl = slice(self.t0, self.t1)
+            i, f, g, o = _lstm_gates(self.p, self.xt[sl], self.hp[sl])
+            self.f = self._make(i, f, g, o, self.cp[sl])
         k = t - self.t0
-        return self.f["A"][:, k], self.f["Fc"][:, k], self.f["Fo"][:, k], self.f["f"][:, k]
+        return self.f["A"][k], self.f["Fc"][k], self.f["Fo"][k], self.f["f"][k]
 
 
 def _lstm_recursion(p, factors, direct, hn_g, cn_g, enter, B, T, H, like):
     """(δh_{t-1}, δc_{t-1}) = J_tᵀ (δh_t, δc_t) + direct, a few fused operations per step."""
     W = p.w_hh  # (4H, H)
-    dh = like.new_empty(T, B, H)
-    dc = like.new_empty(T, B, H)
-    uh = like.new_zeros(B, H) if direct is None else direct[:, T - 1].clone()
+    dt = None if direct is None else direct.transpose(0, 1).contiguous()  # (T, B, H)
+    dh, dc = [None] * T, [None] * T
+    uh = like.new_zeros(B, H) if dt is None else dt[T - 1]
     uc = like.new_zeros(B, H)
     zero = like.new_zeros(B, H)
     for t in range(T - 1, -1, -1):
@@ -125,13 +153,12 @@ def _lstm_recursion(p, factors, direct, hn_g, cn_g, enter, B, T, H, like):
                 uh = uh + (hn_g if sel is None else hn_g * sel)
             if cn_g is not None:
                 uc = uc + (cn_g if sel is None else cn_g * sel)
-        dh[t] = uh
-        dc[t] = uc
+        dh[t], dc[t] = uh, uc
         if t == 0:
             break
         A, Fc, Fo, f = factors.at(t)
         uc_tot = torch.addcmul(uc, uh, A)  # gradient on c_t
         ga = torch.cat([(Fc * uc_tot.unsqueeze(1)).view(B, 3 * H), uh * Fo], 1)  # (B, 4H)
-        uh = torch.addmm(zero if direct is None else direct[:, t - 1], ga, W)
+        uh = torch.addmm(zero if dt is None else dt[t - 1], ga, W)
         uc = uc_tot * f
-    return _norms(dh), _norms(dc)
+    return _norms(torch.stack(dh)), _norms(torch.stack(dc))

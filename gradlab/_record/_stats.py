@@ -126,34 +126,14 @@ def check_input(opts, x: Tensor, name: str) -> None:
         )
 
 
-def _lstm_c_prev(p, x, h_seq, h0, c0, chunk):
-    """c_{t-1} of every step (B, T, H), gates recomputed ``chunk`` steps at a time."""
-    T = x.shape[1]
-    c_prev = torch.empty_like(h_seq)
-    c = c0
-    for t0 in range(0, T, chunk):
-        t1 = min(T, t0 + chunk)
-        hp = torch.cat([(h0.unsqueeze(1) if t0 == 0 else h_seq[:, t0 - 1:t0]),
-                        h_seq[:, t0:t1 - 1]], dim=1)
-        a = _cells.input_preact(p, x[:, t0:t1]) + _cells.hidden_preact(p, hp)
-        i, f, g, _ = a.chunk(4, dim=-1)
-        f, ig = torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g)
-        for t in range(t1 - t0):
-            c_prev[:, t0 + t] = c
-            c = torch.addcmul(ig[:, t], f[:, t], c)
-    return c_prev
-
-
 class ChunkedCache:
-    """Step caches of a layer computed ``chunk`` steps at a time, as the backward recursion
+    """Step caches of an RNN or GRU layer computed ``chunk`` steps at a time, as the backward recursion
     walks from the last step to the first: memory O(B·chunk·G·H) instead of O(B·T·G·H)."""
 
-    def __init__(self, p, x, h_seq, h0, c0=None, chunk: int = 32):
-        self.p, self.x, self.h_seq, self.h0, self.c0, self.chunk = p, x, h_seq, h0, c0, chunk
+    def __init__(self, p, x, h_seq, h0, chunk: int = 32):
+        self.p, self.x, self.h_seq, self.h0, self.chunk = p, x, h_seq, h0, chunk
         self.t0 = self.t1 = -1
         self.cache: dict[str, Tensor] = {}
-        if p.kind == "lstm":  # c needs one forward sweep: keep c_prev (B, T, H) only
-            self.c_prev = _lstm_c_prev(p, x, h_seq, h0, c0, chunk)
 
     def at(self, t: int) -> dict[str, Tensor]:
         if not self.t0 <= t < self.t1:
@@ -162,13 +142,5 @@ class ChunkedCache:
                 self.h_seq[:, self.t0 - 1:self.t0]
             h_prev = torch.cat([h_prev, self.h_seq[:, self.t0:self.t1 - 1]], dim=1)
             xa = _cells.input_preact(self.p, self.x[:, self.t0:self.t1])
-            if self.p.kind == "lstm":
-                a = xa + _cells.hidden_preact(self.p, h_prev)
-                i, f, g, o = a.chunk(4, dim=-1)
-                i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-                cp = self.c_prev[:, self.t0:self.t1]
-                self.cache = {"i": i, "f": f, "g": g, "o": o, "c_prev": cp,
-                              "tanh_c": torch.tanh(f * cp + i * g)}
-            else:
-                self.cache = _cells.step_from_preact(self.p, xa, h_prev)[1]
+            self.cache = _cells.step_from_preact(self.p, xa, h_prev)[1]
         return {k: v[:, t - self.t0] for k, v in self.cache.items()}
