@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+CORE   := $(VENV)/.installed-core
 STAMP  := $(VENV)/.installed
 SCALE  ?= default
 # torch's CPU build lies on disk on the project machines; a torch you already
@@ -17,19 +18,25 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# gradlab and its own dependencies: all that make figures and make bench need
+$(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
+	touch $(CORE)
+
+# plus the test, lint and integration extras (pytest, ruff, Ray, TensorBoard, Lightning)
+$(STAMP): $(CORE)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-figures: $(STAMP)
+figures: $(CORE)
 	$(PY) -m gradlab figures --scale $(SCALE) --jobs 2 --out $(if $(filter default,$(SCALE)),figures,results/figures-$(SCALE))
 
-bench: $(STAMP)
+bench: $(CORE)
 	$(PY) benchmarks/bench.py
 
 lint: $(STAMP)
