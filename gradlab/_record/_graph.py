@@ -82,10 +82,13 @@ class StepReader:
 
     def _finish(self):
         self.queued = False
-        out = torch.zeros(self.B, self.T, dtype=self.norm_dtype, device=self.device)
-        for t, n in enumerate(self.norms):
-            if n is not None:
-                out[: n.shape[0], t] = n
+        if self.batch_sizes is None and all(n is not None for n in self.norms):
+            out = torch.stack(self.norms, 1)  # (B, T): one copy
+        else:  # packed (samples 0..bs_t-1 at step t) or steps no gradient reached: zeros
+            out = torch.zeros(self.B, self.T, dtype=self.norm_dtype, device=self.device)
+            for t, n in enumerate(self.norms):
+                if n is not None:
+                    out[: n.shape[0], t] = n
         self.norms = [None] * self.T
         self.emit(out)
 
