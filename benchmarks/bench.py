@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    ap.add_argument("--only", default="12345", help="which benchmarks, e.g. 125")
+    ap.add_argument("--only", default="123456", help="which benchmarks, e.g. 125")
     ap.add_argument("--rows-json", action="store_true",
                     help="(internal) run benchmark 1 here and print its rows as JSON")
     ap.add_argument("--threads", type=int, default=None,
@@ -408,8 +408,11 @@ def main(argv=None) -> int:
             bench_recording(device, args.quick)
         print(json.dumps(ROWS))
         return 0
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_monitor import bench_monitor
+
     for key, fn in (("1", bench_recording_envs), ("2", bench_spectral), ("3", bench_flow_map),
-                    ("4", bench_lyapunov), ("5", bench_memory)):
+                    ("4", bench_lyapunov), ("5", bench_memory), ("6", bench_monitor)):
         if key in args.only:
             fn(device, args.quick)
     write_table(out, device, args.quick)
