@@ -418,3 +418,42 @@ def test_example_monitor_digits_smoke(tmp_path):
         0, 2, 4]
     assert (tmp_path / "out" / "lstm" / "summary.md").exists()
     assert (tmp_path / "out" / "lstm" / "decay_rnn_layer0.png").exists()
+
+
+class PackedNet(nn.Module):
+    """A classifier on a variable-length batch: last true state of each sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, packed):
+        _, h = self.rnn(packed)
+        return self.head(h[-1])
+
+
+def test_packed_input_and_compiled_model_as_in_record():
+    """Monitor records what record records: a PackedSequence per true step, and a compiled
+    model through its eager modules (same rows as a standalone record of the eager model)."""
+    torch.manual_seed(0)
+    model = PackedNet()
+    lengths = torch.tensor([7, 2, 5, 4])
+    x = nn.utils.rnn.pack_padded_sequence(torch.randn(4, 7, 3), lengths, batch_first=True,
+                                          enforce_sorted=False)
+    with gradlab.record(model, per_sample=True) as rec:
+        model(x).sum().backward()
+    want = rec.frame()
+    compiled = torch.compile(model, backend="eager")
+    compiled(x).sum().backward()  # compiled before monitoring
+    with gradlab.Monitor(compiled, every=2, per_sample=True) as mon:
+        for _ in range(3):
+            compiled(x).sum().backward()
+    got = mon.frame()
+    assert sorted(got["iteration"].unique()) == [0, 2]
+    for it in (0, 2):
+        rows = got[got["iteration"] == it].drop(columns="iteration").reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, want, check_exact=False, rtol=1e-6)
+    per = got[(got["iteration"] == 0) & (got["batch_index"] >= 0)]
+    assert per.groupby("batch_index")["step"].max().tolist() == (lengths - 1).tolist()
+    _clean(model)
