@@ -18,11 +18,11 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 setup: $(STAMP)
 
-# gradlab and its own dependencies: all that make figures and make bench need
+# gradlab, its own dependencies and the real-data extra: all that make figures and make bench need
 $(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ".[data]"
 	touch $(CORE)
 
 # plus the test, lint and integration extras (pytest, ruff, Ray, TensorBoard, Lightning)

@@ -42,7 +42,7 @@ from torch import nn
 from gradlab.init import apply_init
 from gradlab.tasks import Task, make_task
 
-__all__ = ["CELLS", "SequenceModel", "train"]
+__all__ = ["CELLS", "EncoderDecoder", "SequenceModel", "train"]
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "transformer")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
@@ -85,18 +85,14 @@ class SequenceModel(nn.Module):
                      ("output_size", output_size), ("num_layers", num_layers)]:  # fmt: skip
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SequenceModel: {n} must be a positive integer, got {v!r}")
-        kw = dict(num_layers=num_layers, batch_first=True, device=device, dtype=dtype)
         if cell == "transformer":
             from gradlab.models import Transformer
 
             self.rnn = Transformer(input_size, hidden_size, nhead, num_layers, device=device,
                                    dtype=dtype)  # fmt: skip
-        elif cell.startswith("rnn_"):
-            self.rnn = nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kw)
-        elif cell == "lstm":
-            self.rnn = nn.LSTM(input_size, hidden_size, **kw)
         else:
-            self.rnn = nn.GRU(input_size, hidden_size, **kw)
+            self.rnn = _stock_rnn(cell, input_size, hidden_size, num_layers=num_layers,
+                                  device=device, dtype=dtype)  # fmt: skip
         self.head = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
         self.cell, self.readout = cell, readout
 
@@ -105,6 +101,68 @@ class SequenceModel(nn.Module):
         out = out[0] if isinstance(out, tuple) else out  # (B, T, H), top layer
         if self.readout == "last":
             return self.head(out[:, -1])  # (B, O)
+        return self.head(out)  # (B, T, O)
+
+
+def _stock_rnn(cell: str, input_size: int, hidden_size: int, **kw) -> nn.Module:
+    """A batch-first ``nn.RNN/LSTM/GRU`` for a recurrent ``cell`` name."""
+    if cell.startswith("rnn_"):
+        return nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], batch_first=True, **kw)
+    if cell == "lstm":
+        return nn.LSTM(input_size, hidden_size, batch_first=True, **kw)
+    return nn.GRU(input_size, hidden_size, batch_first=True, **kw)
+
+
+class EncoderDecoder(nn.Module):
+    """Encoder–decoder many-to-many (Sutskever, Vinyals & Le 2014; Cho et al. 2014).
+
+    Two stock recurrent modules of the same cell and size, then a linear head:
+
+        encoder:  (h_S-1, c_S-1) = final state of ``self.encoder`` on src (B, S, I)
+        decoder:  d_t = cell(z_t, d_{t-1}),  d_{-1} = the encoder's final state (every layer;
+                  h_n and, for an LSTM, c_n), z (B, T, I_dec) the decoder's input (teacher
+                  forcing: the previous target symbol, a start symbol at t = 0)
+        head:     y_t = W d_t + b,  y (B, T, O)
+
+    ``forward(src, tgt)`` returns y. The only path from src to y runs through the encoder's
+    final state, so every decoder loss L_t reaches encoder step k through
+    Π_{j=k+1..S-1} ∂h_j/∂h_{j-1} (encoder) times the decoder's product down to its step 0.
+    ``self.encoder`` / ``self.decoder`` are what :func:`gradlab.record` hooks (module names
+    "encoder" and "decoder" in its table).
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        *,
+        decoder_input_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        if cell not in CELLS or cell == "transformer":
+            recurrent = ", ".join(c for c in CELLS if c != "transformer")
+            raise ValueError(f"EncoderDecoder: unknown recurrent cell {cell!r}; available: "
+                             f"{recurrent}")  # fmt: skip
+        dec_in = input_size if decoder_input_size is None else decoder_input_size
+        for n, v in [("input_size", input_size), ("decoder_input_size", dec_in),
+                     ("hidden_size", hidden_size), ("output_size", output_size),
+                     ("num_layers", num_layers)]:  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"EncoderDecoder: {n} must be a positive integer, got {v!r}")
+        kw = dict(num_layers=num_layers, device=device, dtype=dtype)
+        self.encoder = _stock_rnn(cell, input_size, hidden_size, **kw)
+        self.decoder = _stock_rnn(cell, dec_in, hidden_size, **kw)
+        self.head = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
+        self.cell, self.readout = cell, "all"
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        _, state = self.encoder(src)  # h_n (L, B, H), or (h_n, c_n) for an LSTM
+        out, _ = self.decoder(tgt, state)  # (B, T, H)
         return self.head(out)  # (B, T, O)
 
 
