@@ -27,8 +27,11 @@ step of shape (B·n, G·H) × (G·H, H)); memory O(B · n · T · D·H) for the 
 to the layer below, with n (loss steps per chunk) chosen so this stays within 2²⁴ elements.
 
 Structural zeros are left out: the top layer's forward direction reaches k ≤ t only, a reverse
-direction k ≥ t; below a bidirectional layer every k is reached; every encoder step is reached
-by every decoder loss.
+direction k ≥ t, and every layer of a unidirectional net k ≤ t; below a bidirectional layer
+every k is reached; every encoder step is reached by every decoder loss. An LSTM's c-gradient is
+the state-space one (h_k held fixed, as in :func:`gradlab.record`), so ∂L_t/∂c_t = 0 where L_t
+reads c_t only through h_t (lag 0 of a one-sided layer) and at the last step a direction
+processes (no c_{k+1}; the encoder's final c gets the decoder's): those rows are left out too.
 """
 
 from __future__ import annotations
@@ -309,7 +312,9 @@ def credit_map(
     {"grad_norm", "log10_grad_norm"} and for an LSTM also {"grad_norm_c", "log10_grad_norm_c"}
     (‖∂L_t/∂h_k‖ and ‖∂L_t/∂c_k‖, the names of :func:`gradlab.record`), ``value``. Only pairs
     (t, k) that can be nonzero are listed (forward: k ≤ t; reverse: k ≥ t; below a
-    bidirectional layer and in the encoder: every k). "log10_*" is exact where "*" underflows.
+    bidirectional layer and in the encoder: every k; grad_norm_c not at lag 0 of a one-sided
+    layer nor at the last processed step of a decoder or plain net, where it is 0 since h_k is
+    held fixed). "log10_*" is exact where "*" underflows.
 
     ``loss_steps`` restricts t (default: all). Cost: O(layers · directions · T · T_loss) VJPs,
     vectorised over batch and loss steps; B = 64, T = 150, H = 32 takes about a second.
@@ -431,18 +436,18 @@ def credit_map(
         Tm = lh.shape[2]
         k = np.arange(Tm)
         tt, kk = np.meshgrid(t_arr, k, indexing="ij")  # (nl, Tm)
-        if name == "encoder":
-            keep = np.ones_like(tt, dtype=bool)
-            lag = Tm + tt - kk
-        elif d == 1:
-            keep = kk >= tt if layer == rnn.num_layers - 1 else np.ones_like(tt, dtype=bool)
-            lag = kk - tt
-        else:
-            keep = kk <= tt if (layer == rnn.num_layers - 1 or not rnn.bidirectional) else (
-                np.ones_like(tt, dtype=bool))  # fmt: skip
-            lag = tt - kk
+        lag = Tm + tt - kk if name == "encoder" else (kk - tt if d else tt - kk)
+        # reach: one-sided (lag ≥ 0) unless a bidirectional layer above mixes both sides
+        causal = name != "encoder" and (layer == rnn.num_layers - 1 or not rnn.bidirectional)
         qs = [("grad_norm", lh)] + ([("grad_norm_c", np.concatenate(lc, axis=1))] if lc else [])
         for q, lv in qs:
+            keep = lag >= 0 if causal else np.ones_like(tt, dtype=bool)
+            if q == "grad_norm_c" and name != "encoder":
+                # h_k held fixed, c_k reaches L_t only through c_{k+1}: none after the last
+                # processed step, and none at lag 0 where L_t reads this layer at step t only
+                keep = keep & (kk != (0 if d else Tm - 1))
+                if causal:
+                    keep = keep & (lag > 0)
             blocks = [(-1, _log_mean(lv))]
             if per_sample:
                 blocks += [(b, lv[b]) for b in range(lv.shape[0])]
@@ -477,8 +482,9 @@ def credit_reach(frame: pd.DataFrame, ratio: float = 1e-2) -> pd.DataFrame:
         reach_t = max { lag ≥ 0 : ‖∂L_t/∂s_{t−lag}‖ ≥ ratio · ‖∂L_t/∂s_t‖ }
 
     (positions counted in the direction's processing order: s_{t+lag} for a reverse direction),
-    compared in log10, so it is exact where the norms underflow. The reference ‖∂L_t/∂s_t‖ (the
-    direct term, lag 0) is that of the same group; encoder rows use the decoder's lag-0 term of
+    compared in log10, so it is exact where the norms underflow. The reference ‖∂L_t/∂s_t‖ is
+    the direct term ‖∂L_t/∂h_t‖ (grad_norm at lag 0) of the same group, for both norms (an
+    LSTM's state-space ∂L_t/∂c_t is 0 at lag 0); encoder rows use the decoder's lag-0 term of
     the same layer and loss step, and their lags count on the joint encoder–decoder axis. reach_t
     is the LARGEST such lag, not the first one where the norm drops (a norm that dips and
     recovers counts as reaching); NaN where no lag qualifies (e.g. encoder rows below ratio) or
@@ -504,7 +510,8 @@ def credit_reach(frame: pd.DataFrame, ratio: float = 1e-2) -> pd.DataFrame:
         if f.empty:
             continue
         f = f[f["lag"] >= 0]
-        ref = f[f["lag"] == 0][["module", *keys, "value"]].rename(columns={"value": "ref"})
+        r0 = frame[(frame["quantity"] == "log10_grad_norm") & (frame["lag"] == 0)]
+        ref = r0[["module", *keys, "value"]].rename(columns={"value": "ref"})
         dec_ref = ref[ref["module"] == "decoder"].drop(columns="module")
         own = f[f["module"] != "encoder"].merge(ref, on=["module", *keys], how="left")
         enc = f[f["module"] == "encoder"].merge(dec_ref, on=keys, how="left")
