@@ -149,38 +149,53 @@ def _sweep(p, u, st, s0, *, diag=None, above=None, init=None, want_input=False):
     v = u.new_zeros((B, n, S))
     ell = u.new_full((B, n), ninf)
     pad = u.new_zeros((B, n, S - H))
-    start = T - 1
-    if above is None and init is None:
-        start = int(diag[2].max())  # nothing reaches the steps after the last injection
-    pos = diag[2].tolist() if diag is not None else None
+    # first processing step at which loss i injects anything: before it, δ_{t_i} is zero, so
+    # only the loss steps with first ≥ j are swept at step j (a contiguous range when the loss
+    # steps are sorted: the lower triangle of a one-sided layer costs half the square)
+    first = np.full(n, -1)
+    if diag is not None:
+        first = np.maximum(first, diag[2].cpu().numpy())
+    if above is not None:
+        nz = torch.isfinite(above[1]).any(0).cpu().numpy()  # (n, T)
+        last = np.where(nz.any(1), T - 1 - np.argmax(nz[:, ::-1], axis=1), -1)
+        first = np.maximum(first, last)
+    if init is not None:
+        first[:] = T - 1
+    pos = diag[2].cpu().numpy() if diag is not None else None
     c = _flow.time_chunk(p, B)
-    for b in range(start + 1, 0, -c):
+    for b in range(int(first.max()) + 1, 0, -c):
         a = max(0, b - c)
         cache = _flow.cache_range(p, u, st, s0, a, b)
         for jj in range(b - a - 1, -1, -1):
             j = a + jj
+            act = np.flatnonzero(first >= j)
+            lo, hi = int(act[0]), int(act[-1]) + 1
+            if hi - lo != act.size:
+                lo, hi = 0, n
             cj = {key: val[:, jj].unsqueeze(1) for key, val in cache.items()}  # (B, 1, ·)
+            vs, es = v[:, lo:hi], ell[:, lo:hi]  # (B, m, S), (B, m)
             if pos is not None:
-                idx = [i for i, q in enumerate(pos) if q == j]
+                idx = (np.flatnonzero(pos[lo:hi] == j)).tolist()
                 if idx:
                     w = torch.cat([diag[0][:, j], pad[:, 0]], -1).unsqueeze(1)  # (B, 1, S)
                     m = diag[1][:, j].unsqueeze(1)  # (B, 1)
-                    v[:, idx], ell[:, idx] = _add(v[:, idx], ell[:, idx], w.expand(B, len(idx), S),
-                                                  m.expand(B, len(idx)))  # fmt: skip
+                    vs[:, idx], es[:, idx] = _add(vs[:, idx], es[:, idx],
+                                                  w.expand(B, len(idx), S), m.expand(B, len(idx)))  # fmt: skip
             if above is not None:
-                v, ell = _add(v, ell, torch.cat([above[0][:, :, j], pad], -1), above[1][:, :, j])
+                w = torch.cat([above[0][:, lo:hi, j], pad[:, lo:hi]], -1)
+                vs, es = _add(vs, es, w, above[1][:, lo:hi, j])
             if init is not None and j == T - 1:
-                v, ell = _add(v, ell, init[0], init[1])
+                vs, es = _add(vs, es, init[0][:, lo:hi], init[1][:, lo:hi])
             if lstm:
-                log_h[:, :, j] = ell + torch.log10(torch.linalg.vector_norm(v[..., :H], dim=-1))
-                log_c[:, :, j] = ell + torch.log10(torch.linalg.vector_norm(v[..., H:], dim=-1))
+                log_h[:, lo:hi, j] = es + torch.log10(torch.linalg.vector_norm(vs[..., :H], dim=-1))
+                log_c[:, lo:hi, j] = es + torch.log10(torch.linalg.vector_norm(vs[..., H:], dim=-1))
             else:
-                log_h[:, :, j] = ell
+                log_h[:, lo:hi, j] = es
             if gin is not None:
-                w, dw = _normalise(_cells.input_vjp_from_cache(p, cj, v))  # (B, n, I)
-                gin[0][:, :, j], gin[1][:, :, j] = w, ell + dw
-            v, dv = _normalise(_cells.vjp_from_cache(p, cj, v))  # δ_{j-1} ∝ J_jᵀ δ_j
-            ell = ell + dv
+                w, dw = _normalise(_cells.input_vjp_from_cache(p, cj, vs))  # (B, m, I)
+                gin[0][:, lo:hi, j], gin[1][:, lo:hi, j] = w, es + dw
+            vs, dv = _normalise(_cells.vjp_from_cache(p, cj, vs))  # δ_{j-1} ∝ J_jᵀ δ_j
+            v[:, lo:hi], ell[:, lo:hi] = vs, es + dv
     return log_h, log_c, gin, (v, ell)
 
 
