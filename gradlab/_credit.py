@@ -207,7 +207,6 @@ def _chain(rnn, runs, n, *, top=None, init=None, want_init=False):
     Returns {(layer, d): (log_h, log_c)} in sequence order (B, n, T) and, with ``want_init``,
     per layer the gradient on the initial state s_{-1} (v, ℓ) (unidirectional modules).
     """
-    D = 2 if rnn.bidirectional else 1
     H = rnn.hidden_size
     L = rnn.num_layers
     out, finals = {}, [None] * L
@@ -337,11 +336,14 @@ def credit_map(
     Example::
 
         model = SequenceModel("lstm", 3, 32, 5, readout="all")
-        x = torch.randn(8, 100, 3)
-        y = model(x)                                 # (8, 100, 5)
-        direct = torch.softmax(y, -1) - torch.nn.functional.one_hot(labels, 5)
+        x, labels = torch.randn(8, 100, 3), torch.randint(5, (8, 100))
+        with torch.no_grad():
+            y = model(x)                             # (8, 100, 5)
+        # cross_entropy(y.reshape(-1, 5), labels.reshape(-1)) averages over B·T terms
+        direct = (y.softmax(-1) - nn.functional.one_hot(labels, 5)) / (8 * 100)
         cm = gradlab.credit_map(model, x, direct)    # one row per (t, k ≤ t, quantity)
-        gradlab.analysis.credit_reach(cm)            # how far back each loss's credit reaches
+        reach = gradlab.analysis.credit_reach(cm)    # how far back each loss's credit reaches
+        reach[reach.loss_step == -1]                 # the median over loss steps
     """
     from .train import EncoderDecoder, SequenceModel
 

@@ -78,7 +78,11 @@ def _unroll(rnn, x, init=None):
         for d in range(D):
             cell = _twin(rnn, layer, d)
             eh = [torch.zeros(B, H, dtype=F64, requires_grad=True) for _ in range(T)]
-            ec = [torch.zeros(B, H, dtype=F64, requires_grad=True) for _ in range(T)] if lstm else None
+            ec = (
+                [torch.zeros(B, H, dtype=F64, requires_grad=True) for _ in range(T)]
+                if lstm
+                else None
+            )
             if init is None:
                 h = torch.zeros(B, H, dtype=F64)
                 c = torch.zeros(B, H, dtype=F64)
@@ -112,7 +116,11 @@ def _grads(loss, eps):
                 keys.append((layer, d, q, k))
                 leaves.append(e)
     gs = torch.autograd.grad(loss, leaves, retain_graph=True, allow_unused=True)
-    return {key: torch.linalg.vector_norm(g, dim=-1) for key, g in zip(keys, gs) if g is not None}
+    return {
+        key: torch.linalg.vector_norm(g, dim=-1)
+        for key, g in zip(keys, gs, strict=True)
+        if g is not None
+    }
 
 
 def _reference(model, x, direct, module):
@@ -154,7 +162,9 @@ def _compare(ours, ref):
     np.testing.assert_allclose(both["value_ours"], both["value_ref"], rtol=RTOL, atol=0)
     logs = ours[ours["quantity"].str.startswith("log10_")]
     lin = ours[~ours["quantity"].str.startswith("log10_")]
-    np.testing.assert_allclose(10.0 ** logs["value"].to_numpy(), lin["value"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        10.0 ** logs["value"].to_numpy(), lin["value"].to_numpy(), rtol=1e-12
+    )
 
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
@@ -190,6 +200,16 @@ def test_structural_zeros_and_lags():
     low = ours[ours["layer"] == 0]
     assert len(low) == 2 * 2 * T * T  # both directions see every (t, k)
     assert set(ours["batch_index"]) == {-1}
+    # LSTM, state-space c-gradient (h_k held fixed): zero at lag 0 of a one-sided layer and at
+    # the last step a direction processes; below a bidirectional layer only the latter
+    lstm = _stock("lstm", 2, 3, num_layers=2, bidirectional=True, batch_first=True)
+    cm = gradlab.credit_map(lstm, torch.randn(2, T, 2, dtype=F64), torch.randn(2, T, 6, dtype=F64))
+    c = cm[cm["quantity"] == "grad_norm_c"]
+    top, low = c[c["layer"] == 1], c[c["layer"] == 0]
+    assert len(top) == 2 * T * (T - 1) // 2 and (top["lag"] > 0).all()
+    assert len(low) == 2 * T * (T - 1)
+    assert not ((low["direction"] == 0) & (low["step"] == T - 1)).any()
+    assert not ((low["direction"] == 1) & (low["step"] == 0)).any()
 
 
 def test_time_major_and_gradlab_model_and_loss_steps():
