@@ -375,6 +375,13 @@ def credit_map(
         raise _fail("model", f"is a {type(model).__name__}", f"pass {_SUPPORTED}")
     for name, rnn in chains:
         _check_rnn(rnn, name)
+    seqs = {"encoder": x[0], "decoder": x[1]} if len(chains) > 1 else {chains[0][0]: x}
+    for name, rnn in chains:
+        if seqs[name].shape[-1] != rnn.input_size:
+            arg = {"decoder": "x[1] (tgt)", "encoder": "x[0] (src)"}.get(name, "x")
+            raise _fail(arg, f"has {seqs[name].shape[-1]} features but {name} "
+                        f"({type(rnn).__name__}) takes input_size={rnn.input_size}",
+                        "pass (B, T, input_size)")  # fmt: skip
     rnn0 = chains[0][1]
     ref = next(iter(rnn0.parameters()))
     dev, dt = ref.device, dtype or ref.dtype

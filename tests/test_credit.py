@@ -374,7 +374,11 @@ def test_errors():
         gradlab.credit_map(m, x, d, loss_steps=[4])
     with pytest.raises(ValueError, match="transformer"):
         gradlab.credit_map(SequenceModel("transformer", 2, 4, 3, readout="all"), x, d)
+    with pytest.raises(ValueError, match="`x` has 3 features but GRU"):
+        gradlab.credit_map(m, torch.randn(2, 4, 3, dtype=F64), d)
     ed = EncoderDecoder("gru", 2, 3, 2)
+    with pytest.raises(ValueError, match=r"`x\[1\] \(tgt\)` has 5 features but decoder"):
+        gradlab.credit_map(ed, (torch.randn(2, 4, 2), torch.randn(2, 3, 5)), torch.randn(2, 3, 2))
     with pytest.raises(ValueError, match=r"\(src, tgt\)"):
         gradlab.credit_map(ed, x, d)
     with pytest.raises(ValueError, match="`direct` contains NaN"):
