@@ -461,7 +461,7 @@ def credit_map(
         k = np.arange(Tm)
         tt, kk = np.meshgrid(t_arr, k, indexing="ij")  # (nl, Tm)
         lag = Tm + tt - kk if name == "encoder" else (kk - tt if d else tt - kk)
-        # reach: one-sided (lag ≥ 0) unless a bidirectional layer above mixes both sides
+        # one-sided (k ≤ t forward, k ≥ t reverse) unless a bidirectional layer above mixes them
         causal = name != "encoder" and (layer == rnn.num_layers - 1 or not rnn.bidirectional)
         qs = [("grad_norm", lh)] + ([("grad_norm_c", np.concatenate(lc, axis=1))] if lc else [])
         for q, lv in qs:

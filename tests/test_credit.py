@@ -275,6 +275,18 @@ def test_encoder_decoder(kind):
     assert (dec["step"] <= dec["loss_step"]).all()
 
 
+def test_float32_model_default_dtype():
+    """A float32 model runs in float32 by default; its norms agree with a float64 run to float32
+    round-off over T = 20 steps (relative ~20 · 6e-8 ≈ 1e-6; 1e-4 leaves margin)."""
+    m = nn.GRU(3, 5, num_layers=2, batch_first=True)
+    x, d = torch.randn(4, 20, 3), torch.randn(4, 20, 5)
+    f32 = gradlab.credit_map(m, x, d)
+    f64 = gradlab.credit_map(m, x, d, dtype=F64)
+    assert f32[["loss_step", "step", "quantity"]].equals(f64[["loss_step", "step", "quantity"]])
+    lin = f32["quantity"] == "grad_norm"
+    np.testing.assert_allclose(f32["value"][lin], f64["value"][lin], rtol=1e-4)
+
+
 def test_batch_mean_is_mean_of_sample_norms():
     m = _stock("rnn_tanh", 2, 3, batch_first=True)
     ours = gradlab.credit_map(m, torch.randn(4, 5, 2, dtype=F64), torch.randn(4, 5, 3, dtype=F64),
