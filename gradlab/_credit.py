@@ -519,7 +519,8 @@ def credit_reach(frame: pd.DataFrame, ratio: float = 1e-2) -> pd.DataFrame:
     that t (the credit reaches the start of the sequence: the true reach is ≥ the value).
 
     Rows with loss_step = -1 hold the median of reach_t over the loss steps of a group ("how far
-    back the credit of a typical loss reaches"; censored values enter as their lower bound).
+    back the credit of a typical loss reaches"; censored values enter as their lower bound, NaN
+    ones are skipped).
     Columns: module, layer, direction, loss_step, batch_index, quantity ("reach_grad_norm",
     "reach_grad_norm_c"), value (steps), censored.
     """
