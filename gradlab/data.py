@@ -136,7 +136,7 @@ def _check_ucr(name: str, split: str | None = "train") -> None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=32)
 def _raw(name: str) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """aeon's (X, y) of both splits, from the copy bundled in aeon's wheel."""
     aeon = _aeon()
@@ -163,7 +163,7 @@ def _class_order(labels: np.ndarray) -> tuple[str, ...]:
         return tuple(u)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=32)
 def load_ucr(name: str, split: str = "train") -> UCRSplit:
     """Split ``split`` ("train" or "test") of the UCR/UEA set ``name`` (cached).
 

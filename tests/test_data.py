@@ -19,7 +19,7 @@ def test_load_ucr_matches_aeon(name, split):
     X, labels = load_classification(name, split=split)
     d = data.load_ucr(name, split)
     assert len(d.x) == len(X) == len(d.y) == len(d.lengths)
-    for a, ours in zip(X, d.x):  # aeon (C, T_i) -> ours (T_i, C) float32, same values
+    for a, ours in zip(X, d.x, strict=True):  # aeon (C, T_i) -> ours (T_i, C) float32, same values
         assert ours.shape == a.shape[::-1] and ours.dtype == np.float32
         np.testing.assert_array_equal(ours, np.asarray(a, dtype=np.float32).T)
     assert d.lengths.tolist() == [a.shape[1] for a in X]
@@ -68,7 +68,7 @@ def test_text_split_and_vocabulary():
     assert len(train) == int(0.9 * len(text)) and len(train) + len(test) == len(text)
     # decode: the printable characters come back, the rest is "other"
     decoded = "".join(vocab[c] for c in test[:2000])
-    expect = "".join(c if c in vocab[:-1] else data.OTHER for c in text[len(train):][:2000])
+    expect = "".join(c if c in vocab[:-1] else data.OTHER for c in text[len(train) :][:2000])
     assert decoded == expect
 
 
