@@ -115,3 +115,16 @@ def test_text_tensors_are_not_shared_with_the_cache():
     with pytest.raises(ValueError):
         codes[0] = 1  # read-only
     assert torch.from_numpy(codes.copy()).dtype == torch.int64
+
+
+def test_bundled_sets_load_without_the_network(monkeypatch):
+    """aeon reads the copy in its wheel: a loader that opened a socket would fail here."""
+    import socket
+
+    def refuse(*a, **k):
+        raise OSError("network used")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    raw = data._raw.__wrapped__("ArrowHead")  # bypass the cache: really read
+    assert len(raw["train"][0]) == 36 and len(raw["test"][0]) == 175

@@ -99,6 +99,16 @@ def test_packed_readout_is_each_samples_last_step():
     torch.testing.assert_close(got, want)
 
 
+def test_packed_readout_all_is_per_true_step():
+    torch.manual_seed(0)
+    m = SequenceModel("gru", 3, 5, 2, readout="all").double()
+    seqs = [torch.randn(n, 3, dtype=torch.float64) for n in (4, 7, 2)]
+    got = m(torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False))
+    padded, lengths = torch.nn.utils.rnn.pad_packed_sequence(got, batch_first=True)
+    for i, s in enumerate(seqs):
+        torch.testing.assert_close(padded[i, : lengths[i]], m(s[None])[0])
+
+
 def test_baselines_are_the_stated_quantities():
     t = make_task("ucr", 150, seed=0, dataset="GunPoint")
     p = np.bincount(t._data["train"][1].numpy()) / t.split_size("train")
@@ -148,6 +158,8 @@ def test_errors_name_object_problem_fix():
         make_task("chars", 10**7, seed=0)
     with pytest.raises(ValueError, match="task 'generate': shorten must be one of"):
         make_task("generate", 20, seed=0, shorten="mean")
+    with pytest.raises(ValueError, match="track_gates .* task 'reverse' .* track_gates=False"):
+        run("lstm", "reverse", track_every=1, track_gates=True)
 
 
 def test_encoder_decoder_steps_on_one_time_axis():
