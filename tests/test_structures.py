@@ -162,6 +162,15 @@ def test_errors_name_object_problem_fix():
         run("lstm", "reverse", track_every=1, track_gates=True)
 
 
+@pytest.mark.parametrize("case", ["reverse", "ucr_packed"])
+def test_same_seed_same_table(case):
+    a = run("gru", case, steps=3, track_every=2)
+    torch.manual_seed(123)  # the global RNG plays no part
+    torch.rand(3)
+    b = run("gru", case, steps=3, track_every=2)
+    assert a.equals(b)
+
+
 def test_encoder_decoder_steps_on_one_time_axis():
     """Encoder steps 0..n-1, decoder steps n..2n-1; the model is an EncoderDecoder."""
     n = CASES["reverse"][0]
