@@ -912,11 +912,11 @@ def _credit_rows(model, task, x, y) -> pd.DataFrame:
     rel = q.assign(value=q["value"].to_numpy() - own.reindex(q["loss_step"]).to_numpy())
     curve = rel.groupby(["module", "lag"], as_index=False)["value"].median()
     reach = credit_reach(cm[(cm["layer"] == 0) & (cm["direction"] == 0)])
-    reach = reach[(reach["loss_step"] == -1) & (reach["quantity"] == "grad_norm")]
+    reach = reach[(reach["loss_step"] == -1) & (reach["batch_index"] == -1)
+                  & (reach["quantity"] == "reach_grad_norm")]  # fmt: skip
     return pd.concat([
         curve.assign(quantity="log10_credit"),
-        reach[["module", "reach"]].rename(columns={"reach": "value"}).assign(
-            quantity="credit_reach", lag=pd.NA),
+        reach[["module", "value"]].assign(quantity="credit_reach"),
     ], ignore_index=True)  # fmt: skip
 
 
