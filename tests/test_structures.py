@@ -243,3 +243,11 @@ def test_generate_learns_the_class():
     m1 = float(((y - means[c]) ** 2).mean())
     assert m1 < 0.75 * m0
     assert final_train_loss(df) < (m0 + m1) / 2
+
+
+def test_ucr_packed_learns():
+    """JapaneseVowels (packed, up to 12 steps): 30 training series per class, so the prior costs
+    ln 9 = 2.20 nats on every sample (no batch noise); ask for below half of it."""
+    df = run("rnn_tanh", "ucr_packed", hidden_size=16, steps=60, batch_size=16, lr=2e-2)
+    assert rows(df, "baseline")["value"].iloc[-1] == pytest.approx(np.log(9))
+    assert final_train_loss(df) < 0.5 * np.log(9)
