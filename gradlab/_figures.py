@@ -850,13 +850,14 @@ _STRUCTURE_NAMES = {"ucr": "many-to-one", "chars": "synchronized many-to-many",
 
 def _structure_titles(df: pd.DataFrame) -> dict:
     ds = _one(df, "dataset") or "UCR"
+    gen = _one(df, "gen_dataset") if "gen_dataset" in df.columns else ds
     T = {t: _one(df, f"len_{t}") for t in _STRUCTURE_NAMES}
     return {
         "ucr": f"many-to-one: classify {ds} from the last state ($T = {T['ucr']}$)",
         "chars": f"synchronized many-to-many: next character, a loss at every step "
                  f"($T = {T['chars']}$)",
         "reverse": f"encoder–decoder: read a {T['reverse']}-character span, write it reversed",
-        "generate": f"one-to-many: a {ds} series from its class at step 0 "
+        "generate": f"one-to-many: a {gen} series from its class, given at step 0 "
                     f"($T = {T['generate']}$)",
     }  # fmt: skip
 

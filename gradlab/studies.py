@@ -879,7 +879,6 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
 # --- the lecture's four structures on real data (issue 11) ----------------------------------
 
 _STRUCTURE_TASKS = ("ucr", "chars", "reverse", "generate")
-_UCR_TASKS = ("ucr", "generate")
 
 
 def _direct(model, task, x, y):
@@ -927,7 +926,9 @@ def _credit_rows(model, task, x, y) -> pd.DataFrame:
         "task": Param(str, allowed=_STRUCTURE_TASKS,
                       doc="ucr (many-to-one), chars (synchronized many-to-many), reverse "
                           "(encoder-decoder), generate (one-to-many)"),  # fmt: skip
-        "dataset": Param(str, default="GunPoint", doc="ucr, generate: the UCR/UEA set"),
+        "dataset": Param(str, default="GunPoint", doc="ucr: the UCR/UEA set"),
+        "gen_dataset": Param(str, default="ArrowHead",
+                             doc="generate: the UCR/UEA set (one whose classes differ in shape)"),
         # one length per task (a grid crosses tasks, and each needs its own length)
         "len_ucr": Param(int, default=150, doc="ucr: series length after subsampling"),
         "len_chars": Param(int, default=50, doc="chars: window T"),
@@ -967,7 +968,8 @@ def structure_study(point: dict[str, Any]) -> pd.DataFrame:
     torch.set_num_threads(1)
     p = point
     T = p[f"len_{p['task']}"]
-    task_params = {"dataset": p["dataset"]} if p["task"] in _UCR_TASKS else None
+    task_params = ({"dataset": p["dataset"]} if p["task"] == "ucr" else
+                   {"dataset": p["gen_dataset"]} if p["task"] == "generate" else None)  # fmt: skip
     table, model = train(
         p["cell"], p["task"], seq_len=T, hidden_size=p["hidden_size"],
         steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],

@@ -24,6 +24,7 @@ CREDIT_LABEL = (r"$\log_{10}\,\|\partial L_t/\partial h_{t-\ell}\|\,/\,"
 PROFILE_LABEL = r"$\log_{10}\,\|\partial L/\partial h_k\|_2$"
 _PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, 1, 2 on a log axis, not 5×10⁻¹
 _PLAIN_MINOR = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+_METRIC_CAP = 30.0  # metric panels stop at 30x the baseline
 _MODULE_STYLE = {"encoder": (0, (4, 2)), "decoder": "-", "rnn": "-"}
 
 
@@ -90,6 +91,11 @@ def structure_panels(
                     _band(a2, r.sort_values("lag"), "lag", colors[cell], n_max,
                           linestyle=_MODULE_STYLE.get(module, "-"))  # fmt: skip
         a0.set_yscale("log")
+        top = float(m.loc[m["task"] == task, "hi"].max())
+        if top > _METRIC_CAP:  # a run that blew up: keep the rest readable, say so
+            a0.set_ylim(top=_METRIC_CAP)
+            a0.text(0.98, 0.97, f"off scale: up to {top:.0e}", transform=a0.transAxes,
+                    ha="right", va="top", fontsize="small", color="0.3", gid="off_scale")
         a0.yaxis.set_major_formatter(_PLAIN)
         a0.yaxis.set_minor_formatter(_PLAIN_MINOR)
         a0.axhline(1.0, gid="reference", **S.REFERENCE)
