@@ -647,10 +647,11 @@ def run_experiments(
     wall = [time.perf_counter() - t0 for _ in exps]
     if owner:
         runner = _executors.get(executor, jobs=jobs, address=address)
-        names = ", ".join(exp.name for exp, todo in zip(exps, todos, strict=True) if todo)
+        names = [exp.name for exp, todo in zip(exps, todos, strict=True) if todo]
         bar = tqdm(
             total=len(owner),
-            desc=f"{names} [{scale}]" if len(exps) > 1 else f"{exps[0].name} [{scale}]",
+            desc=f"{names[0]} [{scale}]" if len(names) == 1 else f"{len(names)} experiments "
+            f"[{scale}]",
             unit="pt",
             disable=not progress,
             file=sys.stderr,
