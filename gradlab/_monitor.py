@@ -187,8 +187,10 @@ class Monitor:
             ``gradlab[tensorboard]`` extra): scalars under ``gradlab/<module>/layer<k>/`` at each
             recorded iteration, images every ``image_every`` recorded iterations.
         image_every: see ``tensorboard``.
-        quantities, per_sample, **record_kwargs: passed to :func:`gradlab.record`
-            (``"grad_norm"`` is always recorded: the summaries are computed from it).
+        quantities: passed to :func:`gradlab.record` (``"grad_norm"`` is always recorded:
+            the summaries are computed from it).
+        per_sample: passed to :func:`gradlab.record`.
+        **record_kwargs: passed to :func:`gradlab.record`.
 
     Recorded iterations cost what ``record`` costs; the others only the pre-hook. On exit, even by
     exception, every hook is removed and the model is as before (a recorded iteration that an
