@@ -13,6 +13,7 @@ runs past ``--timeout`` seconds, fails the run (nbclient's ``CellExecutionError`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "docs" / "tutorial" / "tutorial.py"
 DEFAULT_OUT = ROOT / "build" / "docs" / "tutorial.ipynb"
+KERNEL = "gradlab-tutorial"
 
 
 def execute(source: Path = SOURCE, out: Path | None = DEFAULT_OUT, timeout: int = 600):
@@ -38,7 +40,16 @@ def execute(source: Path = SOURCE, out: Path | None = DEFAULT_OUT, timeout: int 
     # the kernel imports the gradlab of this checkout, wherever it is installed from
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # the kernel is this interpreter (not whatever "python3" kernel the user has installed)
+    kernels = ROOT / "build" / "docs" / "jupyter"
+    spec = kernels / "kernels" / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "gradlab tutorial", "language": "python"}))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(kernels), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL,
                             resources={"metadata": {"path": str(ROOT)}})
     t0 = time.perf_counter()
     client.execute()
