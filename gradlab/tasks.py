@@ -50,6 +50,11 @@ def copy_baseline(T: int, length: int = COPY_LENGTH) -> float:
     It predicts the T + n blanks exactly (their place is fixed) and spreads the last n steps
     uniformly over the 8 symbols: n ln 8 / (T + 2n), n = ``length`` symbols to copy (10 in
     Arjovsky, Shah & Bengio 2016).
+
+    Example:
+        >>> from gradlab.tasks import copy_baseline
+        >>> round(copy_baseline(50, length=3), 4)  # 3 ln 8 / 56
+        0.1114
     """
     _check_seq_len("copy", T, minimum=1)
     return length * math.log(COPY_SYMBOLS) / (T + 2 * length)
@@ -291,7 +296,15 @@ _TASKS: dict[str, type[Task]] = {"adding": AddingTask, "copy": CopyTask, "digits
 
 
 def available_tasks() -> list[str]:
-    """Names accepted by ``make_task``."""
+    """Names accepted by ``make_task`` (and by ``gradlab.train.train`` as ``task``), sorted.
+
+    Each task states its input, target and no-memory baseline in its class docstring.
+
+    Example:
+        >>> from gradlab.tasks import available_tasks
+        >>> {"adding", "copy", "digits"} <= set(available_tasks())
+        True
+    """
     return sorted(_TASKS)
 
 
@@ -302,6 +315,13 @@ def make_task(
 
     ``kw`` goes to the task (digits: ``test_fraction``). Raises ValueError for an unknown
     name (listing the known ones) or a bad ``seq_len``.
+
+    Example:
+        >>> from gradlab.tasks import make_task
+        >>> task = make_task("adding", 50, seed=0)
+        >>> x, y = task.sample(8)
+        >>> tuple(x.shape), tuple(y.shape), task.readout
+        ((8, 50, 2), (8, 1), 'last')
     """
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")

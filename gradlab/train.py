@@ -317,6 +317,13 @@ def train(
         DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
         1 reverse), value (see the module docstring); step, layer and direction are nullable
         integers, <NA> where they do not apply.
+
+    Example:
+        >>> from gradlab.train import train
+        >>> df = train("gru", "adding", seq_len=10, hidden_size=8, steps=5, batch_size=8, lr=1e-2,
+        ...            seed=0, track_every=2)
+        >>> sorted(df["quantity"].unique())
+        ['baseline', 'eval_loss', 'grad_norm', 'grad_norm_total', 'loss']
     """
     _positive("steps", steps, integer=True)
     _positive("batch_size", batch_size, integer=True)
