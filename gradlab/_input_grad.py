@@ -283,7 +283,7 @@ def input_gradients(
     the per-sample norms, and its log10; ≥ 0 each sample, with ``per_sample``), ``value``.
     "log10_grad_norm" is computed in log space (exact where "grad_norm" underflows to 0).
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> g = gradlab.input_gradients(torch.nn.GRU(3, 8, batch_first=True), torch.randn(2, 100, 3))
         >>> mean = g[(g["quantity"] == "log10_grad_norm") & (g["batch_index"] == -1)]

@@ -60,7 +60,7 @@ def report(
     Returns:
         The output folder.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, gradlab
         >>> gru = torch.nn.GRU(1, 8, batch_first=True)
         >>> run = os.path.join(tempfile.mkdtemp(), "run")

@@ -307,7 +307,7 @@ def gradient_flow(
     Without ``per_sample`` the value is the batch MEAN of the per-sample log10 norms (a geometric
     mean of the norms), not the log of the mean norm.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> lstm = torch.nn.LSTM(4, 16, batch_first=True)
         >>> flow = gradlab.gradient_flow(lstm, torch.randn(2, 300, 4), dtype=torch.float64)
@@ -403,7 +403,7 @@ def flow_map(
     ``quantity`` in {"log10_jac_norm_spectral", "log10_jac_norm_frobenius"}, ``value``.
     The lag-0 diagonal is the identity: 0 and log10 √S.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> rnn = torch.nn.RNN(3, 8, batch_first=True)
         >>> m = gradlab.flow_map(rnn, torch.randn(1, 20, 3), norms=("spectral",))
@@ -482,7 +482,7 @@ def jacobian_spectrum(
     Columns: ``lag``, ``step`` (position t), ``sample``, ``index`` (rank, 0 = largest),
     ``quantity`` in {"singular_value", "log10_singular_value"}, ``value``.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> gru = torch.nn.GRU(3, 8, batch_first=True)
         >>> s = gradlab.jacobian_spectrum(gru, torch.randn(2, 30, 3), lags=(1, 10))
@@ -577,7 +577,7 @@ def lyapunov_spectrum(
     (T - warmup) / ``trace_points`` steps apart, the last one included). Exponents are sorted in decreasing order and the
     running rows follow that ordering.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> rnn = torch.nn.RNN(3, 8, batch_first=True)
         >>> ly = gradlab.lyapunov_spectrum(rnn, torch.randn(1, 200, 3), k=2, warmup=50)
@@ -686,7 +686,7 @@ def bptt_by_lag(
     With ``return_terms=True`` returns (DataFrame, dict): param -> the terms (t*+1, *shape) in
     processing order, and "step" -> their positions (numpy).
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> rnn = torch.nn.RNN(3, 8, batch_first=True, dtype=torch.float64)
         >>> x = torch.randn(2, 30, 3, dtype=torch.float64)

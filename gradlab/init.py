@@ -455,7 +455,7 @@ def available_inits() -> list[str]:
     ``INITS[name].doc`` cites each scheme's source and ``INITS[name].params`` lists its
     parameters with their defaults.
 
-    Example:
+    Examples:
         >>> from gradlab.init import available_inits
         >>> "chrono" in available_inits() and "orthogonal" in available_inits()
         True
@@ -520,7 +520,7 @@ def apply_init(
             and its allowed parameters), a scheme that does not fit the cell (e.g. chrono on a
             plain RNN), or a module with no recurrent parameters.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from gradlab.init import apply_init
         >>> lstm = apply_init(torch.nn.LSTM(4, 8), "forget_bias", generator=0, b=1.0)

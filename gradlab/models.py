@@ -115,7 +115,7 @@ class RNN(_Recurrent):
     round-off. One-step Jacobian ∂h_t/∂h_{t-1} = diag(φ'(a_t)) W_hh in closed form
     (``gradlab/_cells.py``), used by ``gradlab.record`` and the analysis functions.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> rnn = gradlab.models.RNN(3, 8, batch_first=True)
         >>> out, h_n = rnn(torch.randn(2, 5, 3))
@@ -139,7 +139,7 @@ class LSTM(_Recurrent):
     (4H, H)); ``forward`` returns ``(output, (h_n, c_n))`` and equals ``torch.nn.LSTM`` to
     round-off. The analyses use the full state s = (h, c) (2H) and its closed-form Jacobian.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> lstm = gradlab.models.LSTM(3, 8, batch_first=True)
         >>> out, (h_n, c_n) = lstm(torch.randn(2, 5, 3))
@@ -158,7 +158,7 @@ class GRU(_Recurrent):
     parameter names and shapes as ``torch.nn.GRU`` (``weight_hh_l{k}`` (3H, H)); ``forward``
     returns ``(output, h_n)`` and equals ``torch.nn.GRU`` to round-off.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> gru = gradlab.models.GRU(3, 8, batch_first=True)
         >>> out, h_n = gru(torch.randn(2, 5, 3))

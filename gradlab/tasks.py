@@ -51,7 +51,7 @@ def copy_baseline(T: int, length: int = COPY_LENGTH) -> float:
     uniformly over the 8 symbols: n ln 8 / (T + 2n), n = ``length`` symbols to copy (10 in
     Arjovsky, Shah & Bengio 2016).
 
-    Example:
+    Examples:
         >>> from gradlab.tasks import copy_baseline
         >>> round(copy_baseline(50, length=3), 4)  # 3 ln 8 / 56
         0.1114
@@ -300,7 +300,7 @@ def available_tasks() -> list[str]:
 
     Each task states its input, target and no-memory baseline in its class docstring.
 
-    Example:
+    Examples:
         >>> from gradlab.tasks import available_tasks
         >>> {"adding", "copy", "digits"} <= set(available_tasks())
         True
@@ -316,7 +316,7 @@ def make_task(
     ``kw`` goes to the task (digits: ``test_fraction``). Raises ValueError for an unknown
     name (listing the known ones) or a bad ``seq_len``.
 
-    Example:
+    Examples:
         >>> from gradlab.tasks import make_task
         >>> task = make_task("adding", 50, seed=0)
         >>> x, y = task.sample(8)

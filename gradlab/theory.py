@@ -145,7 +145,7 @@ def pascanu_bound(sigma_max: float, k: ArrayLike, gamma: float = 1.0) -> float |
         The bound, a float for scalar ``k``, else an array shaped like ``k``.  Overflows to
         ``inf`` / underflows to 0 for large ``k``; use :func:`log10_pascanu_bound` there.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> theory.pascanu_bound(0.5, [1, 2, 10]).tolist()
         [0.5, 0.25, 0.0009765625]
@@ -161,7 +161,7 @@ def log10_pascanu_bound(sigma_max: float, k: ArrayLike, gamma: float = 1.0) -> f
 
     ``-inf`` where ``gamma * sigma_max == 0`` and ``k > 0``; 0 at ``k == 0`` (empty product).
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> round(float(theory.log10_pascanu_bound(0.9, 10_000)), 2)  # 0.9**10000 underflows
         -457.57
@@ -283,7 +283,7 @@ def mean_field_q_star(
     Returns:
         ``q*``: a float if all arguments are scalars, else an array of their broadcast shape.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> float(theory.mean_field_q_star(0.5))  # ordered phase without input: the state dies out
         0.0
@@ -305,7 +305,7 @@ def mean_field_chi1(
     no bias and ``sigma_w <= 1``, ``q* = 0`` and ``chi_1 = sigma_w^2`` exactly.
     Arguments as in :func:`mean_field_q_star`.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> float(theory.mean_field_chi1(1.0))  # the edge of chaos without input
         1.0
@@ -330,7 +330,7 @@ def mean_field_decay_rate(
     Negative means vanishing (compare with the ``ln_decay_rate`` of :func:`memory_table`).
     ``-inf`` at ``sigma_w = 0``.  Arguments as in :func:`mean_field_q_star`.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> round(float(theory.mean_field_decay_rate(0.8)), 4)  # ½ ln 0.64
         -0.2231
@@ -348,7 +348,7 @@ def mean_field_lyapunov(
     ``||J delta h||^2 / ||delta h||^2 -> chi_1`` per step for a wide network (Poole et al.
     2016; Chen, Pennington & Schoenholz 2018).  Equal to :func:`mean_field_decay_rate`.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> round(float(theory.mean_field_lyapunov(0.8)), 4)
         -0.2231
@@ -366,7 +366,7 @@ def depth_scale(
     (``|xi|`` steps to grow by ``e``), ``inf`` exactly at ``chi_1 = 1`` and 0 at
     ``sigma_w = 0``.  The gradient NORM has scale ``2 xi``.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> round(float(theory.depth_scale(0.8)), 3)  # -1 / ln 0.64
         2.241
@@ -406,7 +406,7 @@ def edge_of_chaos(sigma_in: ArrayLike = 0.0, sigma_b: ArrayLike = 0.0) -> float 
     doubled until ``chi_1 > 1`` at its top.  ``chi_1`` rises with ``sigma_w`` (checked on a grid
     in the tests), so this crossing is the only one.
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> float(theory.edge_of_chaos())
         1.0
@@ -432,7 +432,7 @@ def mean_field_table(
     natural log per step of the gradient norm (``(1/2) ln chi_1``); ``depth_scale`` is
     ``-1 / ln chi_1`` (see :func:`depth_scale`).
 
-    Example:
+    Examples:
         >>> from gradlab import theory
         >>> t = theory.mean_field_table([0.5, 1.0, 2.0], sigma_in=1.0)
         >>> sorted(t["quantity"].unique())
@@ -519,7 +519,7 @@ def fit_decay_rate(lag: ArrayLike, log10_norm: ArrayLike) -> DecayFit:
     Raises:
         ValueError: if fewer than two finite points remain, or the inputs are malformed.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from gradlab import theory
         >>> lag = np.arange(20)
@@ -568,7 +568,7 @@ def memory_length(lag: ArrayLike, log10_norm: ArrayLike, fraction: float = 1e-3)
         (the memory is longer than the window: a lower bound only); NaN if the lag-``k_0``
         value is not finite (no reference).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from gradlab import theory
         >>> lag = np.arange(20)
@@ -607,7 +607,7 @@ def memory_table(df: pd.DataFrame, by: str | Sequence[str], fraction: float = 1e
         Fit quantities are NaN for a curve with fewer than two finite points;
         ``memory_length`` may be ``inf`` (see :func:`memory_length`).
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd
         >>> from gradlab import theory
         >>> lag = np.arange(30)

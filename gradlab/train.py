@@ -318,7 +318,7 @@ def train(
         1 reverse), value (see the module docstring); step, layer and direction are nullable
         integers, <NA> where they do not apply.
 
-    Example:
+    Examples:
         >>> from gradlab.train import train
         >>> df = train("gru", "adding", seq_len=10, hidden_size=8, steps=5, batch_size=8, lr=1e-2,
         ...            seed=0, track_every=2)

@@ -6,7 +6,7 @@ and gradlab.credit_map where they exist). The rule:
 
 - every public class and function has a docstring of at least ``MIN_CHARS`` characters (a
   sentence that says what it is and one more line: the math, shapes or columns);
-- every public *function* has an ``Example:`` (or ``Examples:``) section, Google style, written
+- every public *function* has an ``Examples:`` (or ``Example:``) section, Google style, written
   as ``>>>`` lines, and the example runs as a doctest (its printed values are checked; each
   example in a fresh namespace; they are small by design). Classes show their use in their module's or their own docstring; an
   Example is not required of them.

@@ -135,7 +135,7 @@ def record(
     The model's outputs and parameter gradients are those of the unrecorded model. On exit, even
     by exception, every hook and shadowed ``forward`` is removed: the model is exactly as before.
 
-    Example:
+    Examples:
         >>> import torch, gradlab
         >>> lstm = torch.nn.LSTM(3, 8, batch_first=True)
         >>> with gradlab.record(lstm) as rec:

@@ -33,7 +33,7 @@ def save(
     ``fig.set_layout_engine("constrained")`` to lay it out again after editing it.) A suffix on
     ``path_stem`` that names one of ``formats`` is dropped. Parent folders are created.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> import tempfile, os

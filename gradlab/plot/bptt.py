@@ -52,7 +52,7 @@ def bptt_by_lag(
     ``quantity``. ``normalize=True`` divides each curve by its sum over lags first (per seed), so
     the curves read as shares that sum to 1.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> lag = np.arange(40)

@@ -34,7 +34,7 @@ def decay_curves(
     ``quantity=``). With ``fits`` the least-squares slope of value on lag (all seeds pooled) of
     each line is written in the legend in log10 per step and drawn as a thin dashed line.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> lag = np.arange(50)
@@ -119,7 +119,7 @@ def decay_heatmap(
     without rows read "n/a"; infinite values (log10 of an exactly zero gradient, a memory longer
     than the window) read "−∞" / "∞"; both are grey.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> df = pd.DataFrame({"init": ["default", "default", "chrono", "chrono"],

@@ -28,7 +28,7 @@ def flow_heatmaps(
     The map is diverging and centred at 0 (‖·‖ = 1), symmetric, so red means exploding and blue
     vanishing; pairs with k > t (undefined) are masked and show the grey background.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> t, k = np.tril_indices(20)

@@ -31,7 +31,7 @@ def gate_saturation(
     line = mean over seeds, band = 95% CI (or min–max). Gates that do the same job share a
     colour across cells (LSTM f and GRU z keep memory).
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> step = np.arange(30)
@@ -123,7 +123,7 @@ def gates_over_training(
     for (a)/(b), ``step`` for (c); optional ``seed`` (bands: 95% CI over seeds, bootstrap by
     default). A panel whose rows are missing is left empty with a note.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> it = np.arange(0, 100, 20)

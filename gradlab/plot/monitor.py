@@ -63,7 +63,7 @@ def decay_over_training(
     iterations to draw (default: ``n`` spread over the run, first and last included). The y axis
     is logarithmic; non-positive or non-finite values are left out of a line.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> it, step = np.meshgrid(np.arange(0, 100, 10), np.arange(30), indexing="ij")
@@ -116,7 +116,7 @@ def summary_over_training(
     (the norm never fell 1000× within the sequence) is drawn as an upward triangle at the
     sequence length ``seq_len`` (a dotted line), or at the top edge of its panel without it.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> it = np.arange(0, 100, 10)

@@ -48,7 +48,7 @@ def gain_phase_diagram(
     Where a theory line crosses 0 (linear interpolation) a dotted vertical line marks the edge of
     chaos, and its σ_w is written in the legend. Other quantities are ignored.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> from gradlab import theory

@@ -25,7 +25,7 @@ def singular_value_spectra(
     over seeds at each rank, the band min–max (``band="minmax"``) or a 95% CI in log space.
     A dotted line marks σ = 1 (norm preserving): orthogonal inits stay on it, others fan out.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> df = pd.DataFrame({"init": "default", "cell": "rnn_tanh", "k": np.repeat([1, 10], 8),

@@ -66,7 +66,7 @@ def training_curves(
     with ``chance``, if given, as the dashed reference line (e.g. 1/8 for copy-memory).
     ``quantity="eval_loss"`` draws the evaluation loss.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> it = np.arange(100)
@@ -173,7 +173,7 @@ def training_grad_heatmap(
     repeat an (iteration, step) pair are a ValueError, since the table mixes runs.
     Non-positive values are not drawable on a log scale and show the grey background.
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> it, step = np.meshgrid(np.arange(0, 100, 10), np.arange(30), indexing="ij")

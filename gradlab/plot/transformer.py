@@ -39,7 +39,7 @@ def input_gradient_curves(
     float32 backward pass flushes such gradients to zero (gradlab computes them in log space).
     ``labels`` maps arch to its legend text (default: the architecture's name).
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> lag = np.arange(300)
@@ -99,7 +99,7 @@ def length_sweep(
     band: min–max over seeds, markers: each seed). Both axes are logarithmic. ``labels``
     maps (task, arch) to the legend text (e.g. with the parameter count).
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> df = pd.DataFrame({"task": "adding", "arch": np.repeat(["lstm", "gru"], 3),
@@ -167,7 +167,7 @@ def parallel_timing(
     Required columns: ``arch``, ``seq_len``, ``ms_median``, ``sequential_steps``; optional
     ``ms_min``, ``ms_max`` (drawn as a band).
 
-    Example:
+    Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
 
         >>> T = np.array([16, 64, 256, 1024])
