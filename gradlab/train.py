@@ -12,6 +12,12 @@
     j          "grad_norm"         t     l     d          batch-mean ||dL/dh_t|| (gradlab._record)
     j          "grad_norm_c"       t     l     d          the same for the LSTM cell state c_t
 
+The step t of "grad_norm" rows: for an encoder-decoder task (structure "encoder_decoder",
+model :class:`EncoderDecoder`) encoder and decoder share one time axis, encoder steps
+t = 0..S-1 and decoder steps t = S..S+T-1 (decoder step k at t = S + k); for a packed
+(variable-length) batch, t is the position in each sample's own sequence, and a row's mean
+runs over the samples that have step t.
+
 With ``track_gates`` (LSTM, GRU) the table has two more columns, ``gate`` and ``unit``, and at
 every tracked iteration j, from that iteration's training batch (before the update):
 
@@ -56,7 +62,10 @@ class SequenceModel(nn.Module):
     """A stock ``nn.RNN/LSTM/GRU`` (batch_first) or a causal Transformer, then a linear head.
 
     h_t = cell(x_t, h_{t-1}) for t = 0..T-1, then ``readout="last"``: y = W h_{T-1} + b, (B, O);
-    ``readout="all"``: y_t = W h_t + b for every t, (B, T, O). ``self.rnn`` is the stock module
+    ``readout="all"``: y_t = W h_t + b for every t, (B, T, O). A ``PackedSequence`` x (variable
+    lengths, recurrent cells) reads out h at each sample's own last step (the top layer's h_n)
+    for "last", and gives a PackedSequence of y_t over the true steps for "all".
+    ``self.rnn`` is the stock module
     (the one ``gradlab._record`` hooks), ``self.head`` the ``nn.Linear``. For
     ``cell="transformer"`` ``self.rnn`` is a :class:`gradlab.models.Transformer` with
     d_model = ``hidden_size``, ``nhead`` heads and ``num_layers`` layers, whose h_t sees
@@ -96,7 +105,14 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
         self.cell, self.readout = cell, readout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | nn.utils.rnn.PackedSequence) -> torch.Tensor:
+        if isinstance(x, nn.utils.rnn.PackedSequence):  # variable lengths (recurrent cells)
+            out, state = self.rnn(x)
+            if self.readout == "all":
+                return nn.utils.rnn.PackedSequence(self.head(out.data), out.batch_sizes,
+                                                   out.sorted_indices, out.unsorted_indices)  # fmt: skip
+            h_n = state[0] if isinstance(state, tuple) else state  # (L*D, B, H), batch order
+            return self.head(h_n[-1])  # (B, O): top layer at each sample's last true step
         out = self.rnn(x)
         out = out[0] if isinstance(out, tuple) else out  # (B, T, H), top layer
         if self.readout == "last":
@@ -176,8 +192,29 @@ def _make_model(
     init_params: Mapping[str, Any] | None,
     seed_params: int,
     device: torch.device,
-) -> SequenceModel:
-    """The model ``train`` starts from: its weights depend on ``seed_params`` only."""
+) -> SequenceModel | EncoderDecoder:
+    """The model ``train`` starts from: its weights depend on ``seed_params`` only.
+
+    Tasks of structure "encoder_decoder" get an :class:`EncoderDecoder`, the others a
+    :class:`SequenceModel`.
+    """
+    structure = getattr(task, "structure", None)
+    if cell == "transformer" and (structure == "encoder_decoder" or getattr(task, "packed", False)):
+        what = "an encoder-decoder" if structure == "encoder_decoder" else "packed variable-length"
+        raise ValueError(
+            f"train: cell='transformer' cannot run task {task.name!r} ({what} input; "
+            "SequenceModel's Transformer takes one dense (B, T, I) batch); use a recurrent cell "
+            "(rnn_tanh, rnn_relu, lstm, gru)"
+        )
+    if structure == "encoder_decoder":
+        model = EncoderDecoder(cell, task.input_size, hidden_size, task.output_size, num_layers,
+                               decoder_input_size=task.decoder_input_size,
+                               device=device)  # fmt: skip
+        g_params = torch.Generator().manual_seed(seed_params)
+        for m in (model.encoder, model.decoder):
+            apply_init(m, init, generator=g_params, **(init_params or {}))
+        _init_head(model.head, g_params)
+        return model
     if cell == "transformer" and init != "default":
         raise ValueError(
             f"train: init={init!r} is a recurrent-weight scheme; cell='transformer' takes "
@@ -283,6 +320,8 @@ def train(
             so ``init`` must be "default", and ``track_every`` is ignored: it has no
             recurrent state to record).
         task: a name for ``gradlab.tasks.make_task`` (then ``seq_len`` is required) or a task.
+            A task of structure "encoder_decoder" trains an :class:`EncoderDecoder` (recurrent
+            cells only), every other task a :class:`SequenceModel`.
         seq_len: the task's length parameter.
         hidden_size: of the recurrent network.
         steps: number of parameter updates.
@@ -306,7 +345,8 @@ def train(
         eval_every: evaluate every this many iterations (from 0) and after the last update;
             default ``max(1, steps // 10)``.
         eval_batches: number of fixed evaluation batches of ``batch_size`` (drawn once, from the
-            "test" split for data sets).
+            "test" split for data sets). Tasks with a fixed, small test set (``eval_full_split``:
+            ucr, generate) are evaluated on their whole test split instead.
         task_params: extra keywords for ``make_task``.
         return_model: return (table, the trained model) instead of the table.
         track_gates: at every tracked iteration also record gate means, saturated fractions and
@@ -357,6 +397,9 @@ def train(
 
     model = _make_model(cell, task, hidden_size, num_layers, nhead, init, init_params,
                         seed_params, device)  # fmt: skip
+    if track_gates and (isinstance(model, EncoderDecoder) or getattr(task, "packed", False)):
+        raise ValueError(f"train: track_gates reads one dense SequenceModel; task {task.name!r} "
+                         "is encoder-decoder or packed; set track_gates=False")  # fmt: skip
     if cell == "transformer":
         track_every = None
     params = list(model.parameters())
@@ -364,7 +407,10 @@ def train(
 
     g_data = torch.Generator().manual_seed(seed_data)
     g_eval = torch.Generator().manual_seed(seed_eval)
-    eval_set = [task.sample(batch_size, g_eval, split="test") for _ in range(eval_batches)]
+    if getattr(task, "eval_full_split", False):  # fixed, small test sets (UCR): all of it
+        eval_set = [task.full_split("test")]
+    else:
+        eval_set = [task.sample(batch_size, g_eval, split="test") for _ in range(eval_batches)]
     eval_every = eval_every or max(1, steps // 10)
 
     scalars: list[tuple[int, str, torch.Tensor]] = []  # device tensors, one host sync at the end
@@ -375,7 +421,7 @@ def train(
         with torch.no_grad():
             losses, accs = [], []
             for x, y in eval_set:
-                pred = model(x)
+                pred = _forward(model, x)
                 losses.append(task.loss(pred, y))
                 acc = task.accuracy(pred, y)
                 if acc is not None:
@@ -398,7 +444,7 @@ def train(
             if track_gates:
                 tracked.append(_gate_rows(model.rnn, x, i))
         else:
-            loss = task.loss(model(x), y)
+            loss = task.loss(_forward(model, x), y)
             loss.backward()
         before, after = _clip_gradients(params, clip_norm, clip_value)
         opt.step()
@@ -434,9 +480,21 @@ def _tracked_step(
     from gradlab import _record
 
     with _record.record(model, quantities=("grad_norm", "grad_norm_c")) as rec:
-        loss = task.loss(model(x), y)
+        loss = task.loss(_forward(model, x), y)
         loss.backward()
-    return loss, rec.frame()
+    frame = rec.frame()
+    if isinstance(model, EncoderDecoder):  # one time axis: encoder 0..S-1, decoder S..S+T-1
+        S = x[0].shape[1]
+        frame = frame.assign(step=frame["step"].where(frame["module"] != "decoder",
+                                                      frame["step"] + S))  # fmt: skip
+    return loss, frame
+
+
+def _forward(model: nn.Module, x: Any) -> torch.Tensor:
+    """``model(*x)`` for a tuple x (encoder-decoder: (src, tgt_in)), else ``model(x)``."""
+    if isinstance(x, tuple) and not isinstance(x, nn.utils.rnn.PackedSequence):
+        return model(*x)
+    return model(x)
 
 
 def _tracking_rows(frame: pd.DataFrame, iteration: int) -> pd.DataFrame:

@@ -36,11 +36,13 @@ def gen(seed: int) -> torch.Generator:
 
 
 def test_available_tasks():
-    assert available_tasks() == ["adding", "copy", "digits"]
+    assert available_tasks() == ["adding", "chars", "copy", "digits", "generate", "reverse", "ucr"]
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown task 'add'.*adding, copy, digits"):
+    with pytest.raises(
+        ValueError, match="unknown task 'add'.*adding, chars, copy, digits, generate"
+    ):
         make_task("add", 10, seed=0)
 
 
