@@ -37,6 +37,7 @@ from torch import Tensor
 
 from . import _bptt, _flow, _lyapunov
 from ._cells import CellParams, module_kind, params_from_module
+from ._credit import credit_reach
 from ._input_grad import input_gradients
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "lyapunov_spectrum",
     "bptt_by_lag",
     "input_gradients",
+    "credit_reach",
 ]
 
 
