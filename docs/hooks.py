@@ -26,7 +26,7 @@ PAGE = ROOT / "docs" / "tutorial.ipynb"
 
 # (glob under the repository root) -> copied to the same path in the site
 REPO_FILES = ("README.md", "figures/**/*.md", "figures/**/*.png", "figures/**/*.svg",
-              "benchmarks/*.md", "examples/*.py")
+              "benchmarks/*.md", "examples/*.py", "docs/tutorial/tutorial.py")
 
 
 def tutorial_notebook() -> Path:
