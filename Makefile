@@ -46,4 +46,4 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint: $(STAMP)
-	$(PY) -m ruff check gradlab tests benchmarks
+	$(PY) -m ruff check gradlab tests benchmarks docs

@@ -600,6 +600,7 @@ class GenerateTask(Task):
         self.floor = float(((yte_series - class_mean[cte]) ** 2).mean())
 
     def split_size(self, split: str) -> int:
+        """Number of series in ``split`` ("train" or "test")."""
         return len(self._data[split][1])
 
     def _gather(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ def test_docs_build_strict(executed_tutorial, tmp_path):
     for page in ["index.html", "tutorial/index.html", "figures/index.html", "theory/index.html",
                  *(f"howto/{p}/index.html" for p in ("record", "monitor", "sweeps", "extend")),
                  *(f"api/{m}/index.html" for m in ("gradlab", "models", "theory", "init", "tasks",
-                                                   "train", "plot"))]:
+                                                   "train", "plot", "data"))]:
         assert (site / page).is_file(), page
     tutorial = (site / "tutorial" / "index.html").read_text()
     assert tutorial.count("data:image/png") >= 14, "the tutorial page lost its figures"

@@ -22,7 +22,7 @@
 # and the parallelism limit; and finally your own model.
 #
 # Every number below is computed when the notebook runs (the test suite executes it top to
-# bottom, in about a minute on two CPU cores). Sizes are small on purpose; the
+# bottom, in one to two minutes on two CPU cores). Sizes are small on purpose; the
 # [figure gallery](../gallery.md) has the same measurements at full size.
 
 # %%
@@ -100,7 +100,7 @@ STRUCTURES = {  # task: (structure, cell, seq_len, task_params, updates)
     "chars": ("synchronized many-to-many", "lstm", 32, {}, 150),
 }
 structure_runs, structure_models = {}, {}
-for name, (structure, cell, T, params, steps) in STRUCTURES.items():
+for name, (_, cell, T, params, steps) in STRUCTURES.items():
     df, model = train(cell, name, seq_len=T, task_params=params, hidden_size=32, steps=steps,
                       batch_size=32, lr=1e-2, seed=0, eval_every=steps // 10,
                       return_model=True)
@@ -115,7 +115,7 @@ for name, (structure, cell, T, params, steps) in STRUCTURES.items():
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), layout="constrained")
 units = {"generate": "MSE", "ucr": "cross-entropy (nats)", "reverse": "cross-entropy (nats)",
          "chars": "cross-entropy (nats)"}
-for ax, (name, df) in zip(axes, structure_runs.items()):
+for ax, (name, df) in zip(axes, structure_runs.items(), strict=True):
     structure, cell = STRUCTURES[name][:2]
     ev = df[df.quantity == "eval_loss"]
     ax.plot(ev.iteration, ev.value, marker="o", ms=3, color=gplot.CELL_COLORS[cell],
@@ -160,9 +160,14 @@ rev_task = gradlab.tasks.make_task("reverse", 6, seed=0)
 with torch.no_grad():
     pred = structure_models["reverse"](src, tgt_in).argmax(-1)
 vocab = gradlab.data.text_vocabulary()
-show = lambda codes: "".join(vocab[int(i)] for i in codes).replace("\n", "⏎")
+
+
+def show(codes):
+    return "".join(vocab[int(i)] for i in codes).replace("\n", "⏎")
+
+
 print("encoder–decoder, test spans: source → prediction (target)")
-for s_, p_, t_ in zip(src, pred, tgt):
+for s_, p_, t_ in zip(src, pred, tgt, strict=True):
     print(f"  {show(s_.argmax(-1))!r:>10} → {show(p_)!r:>10}  ({show(t_)!r})")
 
 # %% [markdown]
@@ -270,7 +275,7 @@ for T in (100, 1000):
     rows.append(df.assign(cell="rnn_tanh", seq_len=T))
 bptt = pd.concat(rows)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
-for ax, (T, d) in zip(axes, bptt.groupby("seq_len")):
+for ax, (T, d) in zip(axes, bptt.groupby("seq_len"), strict=True):
     gplot.bptt_by_lag(d[d.param.isin(["weight_hh", "weight_ih"])], ax=ax,
                       title=f"Norm of each term of ∂L/∂W by lag, T = {T}")
 axes[0].get_legend().remove()
@@ -498,8 +503,9 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# At PyTorch's default init the forget gate sits near σ(0) = 0.5, so even the cell-state path
-# halves the gradient each step. Initialisation fixes that: a forget-gate bias of 1
+# At PyTorch's default init the forget gates average about σ(0) = 0.5, so the cell-state path
+# too shrinks the gradient at every step; h and c are coupled through the gates and decay at
+# one rate (about 0.2 decades per step here). Initialisation fixes that: a forget-gate bias of 1
 # (Jozefowicz et al. 2015) or *chrono* initialisation (Tallec & Ollivier 2018), which draws
 # b_f ~ ln U[1, T_max − 1] so that the gates' time scales −1/ln f spread up to T_max.
 
@@ -625,7 +631,7 @@ rec.frame().head()
 # %%
 opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 with gradlab.Monitor(model, every=10) as mon:
-    for i in range(41):
+    for _ in range(41):
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
