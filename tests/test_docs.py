@@ -34,7 +34,7 @@ def test_docs_build_strict(executed_tutorial, tmp_path):
                                                    "train", "plot", "data"))]:
         assert (site / page).is_file(), page
     tutorial = (site / "tutorial" / "index.html").read_text()
-    assert tutorial.count("data:image/png") >= 14, "the tutorial page lost its figures"
+    assert tutorial.count("data:image/png") >= 17, "the tutorial page lost its figures"
     # every figure the gallery shows is in the site
     gallery = (ROOT / "figures" / "README.md").read_text()
     for name in set(re.findall(r"\]\(([\w/]+\.png)\)", gallery)):

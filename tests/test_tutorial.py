@@ -28,7 +28,7 @@ def test_tutorial_executes(executed_tutorial):
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 14, f"{len(images)} figures; the tutorial draws at least 14"
+    assert len(images) >= 17, f"{len(images)} figures; the tutorial draws 17"
 
 
 def test_tutorial_follows_the_lecture():
