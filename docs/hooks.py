@@ -13,6 +13,7 @@ source is converted to an unexecuted notebook instead, so a build never runs the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,3 +59,19 @@ def on_files(files: Files, config) -> Files:
             files.append(File.generated(config, path.relative_to(ROOT).as_posix(),
                                         abs_src_path=str(path)))
     return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    # on the site, the README's link to the tutorial's source opens the rendered notebook
+    if page.file.src_uri == "README.md":
+        markdown = markdown.replace("](docs/tutorial/tutorial.py)", "](tutorial.ipynb)")
+    return markdown
+
+
+_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj):(?=<code>)")
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    # docstrings cross-reference in Sphinx roles (:func:`name`); Markdown renders the name as
+    # code and leaves the role's prefix as text: drop the prefix
+    return _ROLE.sub("", html)
