@@ -558,6 +558,12 @@ class GenerateTask(Task):
     model that forgets the class does best); ``floor``: test MSE of the training split's
     per-class mean series (the best a model that keeps the class does, up to train/test
     differences). ``full_split`` as in UCRTask.
+
+    How much the class is worth (baseline / floor at the native length, standardised units):
+    GunPoint 0.222 / 0.215 (little: its two classes share one shape), ArrowHead 0.145 / 0.126,
+    OSULeaf 0.897 / 0.876, ACSF1 0.218 / 0.184, BasicMotions 0.864 / 0.879 (the floor is above
+    the baseline: 10 training series per class give noisy class means). ArrowHead and ACSF1
+    show the one-to-many structure best.
     """
 
     name = "generate"

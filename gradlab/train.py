@@ -207,9 +207,10 @@ def _make_model(
             "(rnn_tanh, rnn_relu, lstm, gru)"
         )
     if structure == "encoder_decoder":
-        model = EncoderDecoder(cell, task.input_size, hidden_size, task.output_size, num_layers,
-                               decoder_input_size=task.decoder_input_size,
-                               device=device)  # fmt: skip
+        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG alone
+            model = EncoderDecoder(cell, task.input_size, hidden_size, task.output_size,
+                                   num_layers, decoder_input_size=task.decoder_input_size,
+                                   device=device)  # fmt: skip
         g_params = torch.Generator().manual_seed(seed_params)
         for m in (model.encoder, model.decoder):
             apply_init(m, init, generator=g_params, **(init_params or {}))
