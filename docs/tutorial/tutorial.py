@@ -381,8 +381,8 @@ print(f"σ_max(W_h) = {sigma_max:.3f}; measured slope {slope.log10_rate:.3f} log
 #
 # At PyTorch's default init σ_max(W_h) is close to 1, so the bound allows (almost) no decay;
 # the measured norm still falls by the slope printed above, since tanh' < 1 on every
-# pre-activation that the input drives away from 0. The bound is sufficient, not tight. For a quantitative prediction we need
-# the statistics of those pre-activations: mean-field theory.
+# pre-activation that the input drives away from 0. The bound is sufficient, not tight. For a
+# quantitative prediction we need the statistics of those pre-activations: mean-field theory.
 #
 # ### Mean field and the edge of chaos
 # For a wide tanh RNN with W_ij ~ N(0, σ_w²/H) and input of variance σ_x², the pre-activations
@@ -420,10 +420,11 @@ print("edge of chaos σ_w* (σ_x = 0, 1):",
 
 # %% [markdown]
 # The measured rate is the slope of ln ‖∂L/∂h_{T−k}‖ against k: negative = vanishing,
-# positive = exploding (error bars: min–max over two random networks). The measured rates follow the mean-field line and cross zero where theory says: at σ_w = 1
-# without input and at σ_w ≈ 1.86 with unit input. Input noise pushes the edge of chaos out,
-# since it drives tanh into saturation. Below the edge the network forgets; above, it is
-# chaotic and gradients explode.
+# positive = exploding (error bars: min–max over two random networks). The measured rates
+# follow the mean-field line and cross zero where theory says: at σ_w = 1 without input and
+# at σ_w ≈ 1.86 with unit input. Input noise pushes the edge of chaos out, since it drives tanh
+# into saturation. Below the edge the network forgets; above, it is chaotic and gradients
+# explode.
 #
 # ## 5. Exploding gradients and clipping
 # Past the edge of chaos the backward product *grows*: a tanh RNN at σ_w = 3 (input std 1)
