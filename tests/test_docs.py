@@ -57,6 +57,10 @@ def test_howto_examples_run(page, tmp_path, monkeypatch):
     if not blocks:
         pytest.skip(f"{page.name} has no Python example")
     monkeypatch.chdir(tmp_path)  # examples that write runs/ write here
+    import gradlab.init
+
+    # the extend page registers an initialisation: into a copy of the registry, for this test only
+    monkeypatch.setattr(gradlab.init, "INITS", dict(gradlab.init.INITS))
     namespace: dict = {}
     for i, block in enumerate(blocks):
         if "# not run by the tests" not in block:  # needs the reader's own objects
