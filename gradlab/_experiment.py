@@ -40,7 +40,7 @@ import secrets
 import sys
 import time
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ __all__ = [
     "point_key",
     "resolve_path",
     "run_experiment",
+    "run_experiments",
 ]
 
 SCALES = ("quick", "default", "full")
@@ -601,55 +602,95 @@ def run_experiment(
     A malformed file raises ExperimentError before anything is written. A point that fails is
     recorded in ``Summary.failed`` and the others go on; nothing of it is written.
     """
+    (summary,) = run_experiments([path], scale, results_dir, executor, jobs, address, progress,
+                                 experiments_dir)  # fmt: skip
+    return summary
+
+
+def run_experiments(
+    paths: Sequence[str | os.PathLike[str]],
+    scale: str = "default",
+    results_dir: str | os.PathLike[str] = "results",
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    experiments_dir: str | os.PathLike[str] = "experiments",
+) -> list[Summary]:
+    """Run several experiments' missing points through ONE executor; a Summary per experiment.
+
+    As :func:`run_experiment` for each path (same arguments), but every point of every
+    experiment goes to the same pool, in file order: the workers start once (not once per
+    experiment) and no worker idles at the end of an experiment while the other finishes its
+    last point. All files are validated before anything runs. ``wall_s`` of each Summary is the
+    time from the start until that experiment's last point came back.
+    """
     from tqdm.auto import tqdm
 
     from gradlab import _executors
 
     t0 = time.perf_counter()
-    exp = load_experiment(resolve_path(path, experiments_dir), scale)
+    exps = [load_experiment(resolve_path(p, experiments_dir), scale) for p in paths]
     results = Path(results_dir)
-    todo = [p for p, done in zip(exp.points, _done(exp, results), strict=True) if not done]
-    folder = results / exp.name
-    if folder.is_dir():
-        _clean_temps(folder)
-    failed: list[Failure] = []
-    if todo:
+    todos = []
+    for exp in exps:
+        todo = [p for p, done in zip(exp.points, _done(exp, results), strict=True) if not done]
+        todos.append(todo)
+        folder = results / exp.name
+        if folder.is_dir():
+            _clean_temps(folder)
+        if todo:
+            folder.mkdir(parents=True, exist_ok=True)
+    owner = [(e, point) for e, todo in enumerate(todos) for point in todo]  # task i -> (exp, pt)
+    failed: list[list[Failure]] = [[] for _ in exps]
+    left = [len(todo) for todo in todos]
+    wall = [time.perf_counter() - t0 for _ in exps]
+    if owner:
         runner = _executors.get(executor, jobs=jobs, address=address)
-        folder.mkdir(parents=True, exist_ok=True)
+        names = [exp.name for exp, todo in zip(exps, todos, strict=True) if todo]
         bar = tqdm(
-            total=len(todo),
-            desc=f"{exp.name} [{scale}]",
+            total=len(owner),
+            desc=f"{names[0]} [{scale}]" if len(names) == 1 else f"{len(names)} experiments "
+            f"[{scale}]",
             unit="pt",
             disable=not progress,
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        module = _studies.get(exp.study).module
-        tasks = [_executors.Task(p.study, p.params, module) for p in todo]
+        tasks = [
+            _executors.Task(p.study, p.params, _studies.get(exps[e].study).module)
+            for e, p in owner
+        ]
         with bar, contextlib.closing(runner.map(tasks)) as outcomes:
             for i, outcome in outcomes:
-                point = todo[i]
+                e, point = owner[i]
                 try:
                     if outcome.error is not None:
                         raise PointError(outcome.error)
                     _write_atomic(
-                        _finalize(exp, point, outcome.frame), _result_path(results, point)
+                        _finalize(exps[e], point, outcome.frame), _result_path(results, point)
                     )
                 except Exception as err:  # noqa: BLE001 - recorded, reported at the end
                     tb = outcome.traceback if outcome.error is not None else ""
-                    failed.append(Failure(point.key, dict(point.params), str(err), tb))
-                    bar.set_postfix(failed=len(failed))
+                    failed[e].append(Failure(point.key, dict(point.params), str(err), tb))
+                    bar.set_postfix(failed=sum(map(len, failed)))
                 bar.update(1)
-    return Summary(
-        experiment=exp.name,
-        scale=scale,
-        total=len(exp.points),
-        cached=len(exp.points) - len(todo),
-        run=len(todo) - len(failed),
-        failed=tuple(failed),
-        wall_s=time.perf_counter() - t0,
-        results_dir=results,
-    )
+                left[e] -= 1
+                if left[e] == 0:
+                    wall[e] = time.perf_counter() - t0
+    return [
+        Summary(
+            experiment=exp.name,
+            scale=scale,
+            total=len(exp.points),
+            cached=len(exp.points) - len(todo),
+            run=len(todo) - len(f),
+            failed=tuple(f),
+            wall_s=w,
+            results_dir=results,
+        )
+        for exp, todo, f, w in zip(exps, todos, failed, wall, strict=True)
+    ]
 
 
 def load_results(

@@ -44,6 +44,8 @@ class _Figure:
     # a committed table (path from the repository root) instead of an experiment's results:
     # read, not re-measured, by `make figures` (e.g. a timing benchmark)
     source: str | None = None
+    # further experiments whose rows are appended (column ``experiment`` tells them apart)
+    also: tuple[str, ...] = ()
 
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -840,6 +842,162 @@ def _parallel(df: pd.DataFrame):
     return fig, reading
 
 
+# --- The four structures on real data ---------------------------------------------------------
+
+_STRUCTURE_NAMES = {"ucr": "many-to-one", "chars": "synchronized many-to-many",
+                    "reverse": "encoder–decoder", "generate": "one-to-many"}  # fmt: skip
+
+
+def _structure_titles(df: pd.DataFrame) -> dict:
+    ds = _one(df, "dataset") or "UCR"
+    gen = _one(df, "gen_dataset") if "gen_dataset" in df.columns else ds
+    T = {t: _one(df, f"len_{t}") for t in _STRUCTURE_NAMES}
+    return {
+        "ucr": f"many-to-one: classify {ds} from the last state ($T = {T['ucr']}$)",
+        "chars": f"synchronized many-to-many: next character, a loss at every step "
+                 f"($T = {T['chars']}$)",
+        "reverse": f"encoder–decoder: read a {T['reverse']}-character span, write it reversed",
+        "generate": f"one-to-many: a {gen} series from its class, given at step 0 "
+                    f"($T = {T['generate']}$)",
+    }  # fmt: skip
+
+
+def _relative_metric(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """eval_loss ÷ baseline per evaluation (``keys`` + seed + iteration)."""
+    k = [*keys, "seed", "iteration"]
+    ev = _q(df, "eval_loss").set_index(k)["value"]
+    base = _q(df, "baseline").set_index(k)["value"]
+    return (ev / base).rename("value").reset_index()
+
+
+def _profile(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """log10 ‖∂L/∂h_k‖ at each run's first ("init") and last ("trained") tracked update."""
+    g = _q(df, "grad_norm")
+    first = g.groupby("point")["iteration"].transform("min")
+    last = g.groupby("point")["iteration"].transform("max")
+    g = g.assign(stage=np.where(g["iteration"] == first, "init",
+                                np.where(g["iteration"] == last, "trained", None)))  # fmt: skip
+    g = g[g["stage"].notna()]
+    with np.errstate(divide="ignore"):
+        return g.assign(value=np.log10(g["value"].astype(float)))[
+            [*keys, "seed", "stage", "step", "value"]]
+
+
+def _structures(df: pd.DataFrame):
+    from gradlab import plot
+
+    keys = ["task", "cell"]
+    metric = _relative_metric(df, keys)
+    profile = _profile(df, keys)
+    credit = _q(df, "log10_credit")[[*keys, "seed", "module", "lag", "value"]]
+    floors = {}
+    if "generate" in set(df["task"]) and not _q(df[df["task"] == "generate"], "floor").empty:
+        g = df[df["task"] == "generate"]
+        floors["generate"] = float(_q(g, "floor")["value"].mean()
+                                   / _q(g, "baseline")["value"].mean())  # fmt: skip
+    bound = {"reverse": int(_one(df, "len_reverse"))} if "reverse" in set(df["task"]) else {}
+    labels = {"ucr": "test loss ÷ class-prior loss", "chars": "loss ÷ unigram entropy",
+              "reverse": "loss ÷ reversed-bigram loss", "generate": "test MSE ÷ mean-series MSE"}
+    fig = plot.structure_panels(
+        metric, profile, credit, row_titles=_structure_titles(df), metric_labels=labels,
+        floors=floors, boundaries=bound,
+        title=f"The lecture's four RNN structures on real data (Adam, $H = "
+              f"{_one(df, 'hidden_size')}$, {_one(df, 'steps')} updates, {_seeds(df)})",
+    )  # fmt: skip
+    # readings, every number from the table
+    fin = _boot(_final(metric.assign(point=metric["task"] + metric["cell"]
+                                     + metric["seed"].astype(str), quantity="m"), "m"),
+                keys)  # fmt: skip
+    acc = _final(df, "accuracy")
+    accs = _boot(acc, keys) if not acc.empty else None
+    reach = _boot(_q(df, "credit_reach"), [*keys, "module"])
+    parts = []
+    for task in [t for t in ("ucr", "chars", "reverse", "generate") if t in set(df["task"])]:
+        cells = _cells(fin.loc[task].index)
+        vals = ", ".join(f"{_name(c)} {_cit(fin, (task, c))}" for c in cells)
+        text = f"{_STRUCTURE_NAMES[task]} ({task}): final loss ÷ baseline {vals}"
+        if accs is not None and task in accs.index.get_level_values(0) and task != "generate":
+            what = "test accuracy" if task == "ucr" else "accuracy per character"
+            text += f"; {what} " + ", ".join(f"{_name(c)} {_cit(accs, (task, c))}" for c in cells)
+            if task == "ucr":
+                chance = _q(df[df["task"] == "ucr"], "chance_accuracy")["value"]
+                text += f" (majority class {_g(float(chance.mean()), 2)})"
+        if task == "chars":
+            base = float(_q(df[df["task"] == "chars"], "baseline")["value"].mean())
+            text += f" (unigram baseline {_g(base / math.log(2), 3)} bits per character)"
+        if task == "generate" and floors:
+            text += f" (class-mean floor {_g(floors['generate'], 2)})"
+        mods = [m for m in ("rnn", "decoder", "encoder") if (task, cells[0], m) in reach.index]
+        for m in mods:
+            who = "" if m == "rnn" else f" ({m} steps)"
+            text += (f"; credit of a typical loss reaches back{who} " + ", ".join(
+                f"{_name(c)} {_cit(reach, (task, c, m))}" for c in cells
+                if (task, c, m) in reach.index) + " steps")  # fmt: skip
+        parts.append(text)
+    reading = (
+        f"Means over {_seeds(df)} with bootstrap 95% CIs. " + ". ".join(parts) + ". "
+        "Reach: the median over loss steps t of the largest lag at which ‖∂L_t/∂h_{t−lag}‖ "
+        "is still ≥ 1% of the direct term ‖∂L_t/∂h_t‖ (gradlab.analysis.credit_reach)."
+    )
+    return fig, reading
+
+
+def _real_length(df: pd.DataFrame):
+    from gradlab import plot
+
+    runs = df[df["experiment"] == "real_length"]
+    base = df[df["experiment"] == "ucr_baselines"]
+    acc = _final(runs, "accuracy").assign(seq_len=lambda d: d["len_ucr"].astype(int))
+    acc = acc[["cell", "seq_len", "seed", "value"]]
+    g = _q(runs, "grad_norm")
+    g = g[g["iteration"] == g.groupby("point")["iteration"].transform("min")]
+    T = g["len_ucr"]
+    g0 = g[g["step"] == 0].set_index(["cell", "len_ucr", "seed"])["value"]
+    gl = g[g["step"] == T - 1].set_index(["cell", "len_ucr", "seed"])["value"]
+    with np.errstate(divide="ignore"):
+        init = np.log10(g0 / gl).rename("value").reset_index().assign(stage="init")
+    cr = _q(runs, "log10_credit")
+    cr = cr[cr["lag"] == cr["len_ucr"] - 1]
+    trained = cr[["cell", "len_ucr", "seed", "value"]].assign(stage="trained")
+    grad = pd.concat([init, trained], ignore_index=True).rename(columns={"len_ucr": "seq_len"})
+    grad["seq_len"] = grad["seq_len"].astype(int)
+    bl = None
+    if not base.empty:
+        bl = base[["baseline", "seq_len", "value"]].astype({"seq_len": int})
+    ds = _one(runs, "dataset")
+    fig = plot.length_effect(
+        acc, grad, bl,
+        title=f"Sequence length on real data: {ds} subsampled to $T$ steps (Adam, $H = "
+              f"{int(_one(runs, 'hidden_size'))}$, {int(_one(runs, 'steps'))} updates, "
+              f"{_seeds(runs)})",
+    )  # fmt: skip
+    a = _boot(acc, ["seq_len", "cell"])
+    gs = _boot(grad, ["stage", "seq_len", "cell"])
+    Ts = sorted(acc["seq_len"].unique())
+    parts = []
+    for T_ in (Ts[0], Ts[-1]):
+        cells = _cells(a.loc[T_].index)
+        text = f"T = {T_}: test accuracy " + ", ".join(f"{_name(c)} {_cit(a, (T_, c))}"
+                                                     for c in cells)  # fmt: skip
+        if bl is not None:
+            b = bl[bl["seq_len"] == T_].groupby("baseline")["value"].mean()
+            names = {"majority": "majority", "1nn_euclidean": "1-NN Euclidean",
+                     "1nn_dtw": "1-NN DTW"}  # fmt: skip
+            text += " (" + ", ".join(f"{names.get(k, k)} {_g(v, 2)}" for k, v in b.items()) + ")"
+        parts.append(text)
+    Tm = Ts[-1]
+    grads = "; ".join(
+        f"{stage}: " + ", ".join(f"{_name(c)} {_cit(gs, (stage, Tm, c))}"
+                                 for c in _cells(gs.loc[(stage, Tm)].index))
+        for stage in ("init", "trained") if (stage, Tm) in gs.index.droplevel(2)
+    )  # fmt: skip
+    reading = (
+        f"Means over {_seeds(runs)} with bootstrap 95% CIs. " + "; ".join(parts)
+        + f". log10 ‖∂L/∂h_0‖/‖∂L/∂h_{{T−1}}‖ at T = {Tm}, {grads}."
+    )
+    return fig, reading
+
+
 FIGURES: tuple[_Figure, ...] = (
     _Figure("decay", "decay", "Gradient norm against lag, per cell, with fitted rates", _decay),
     _Figure("flow_map", "flow_map", "Jacobian-norm map log10 ‖∂h_t/∂h_k‖ per cell", _flow_map),
@@ -860,6 +1018,10 @@ FIGURES: tuple[_Figure, ...] = (
             "RNN/LSTM/GRU vs Transformer", _input_grad),
     _Figure("long_dependency", "long_dependency", "Why the Transformer: final loss against "
             "sequence length at equal parameter budget", _long_dependency),
+    _Figure("structures", "structures", "The four RNN structures on real data: metric, "
+            "gradient per step, credit per loss", _structures),
+    _Figure("real_length", "real_length", "Sequence length on real data: accuracy and the "
+            "gradient at step 0", _real_length, also=("ucr_baselines",)),
     _Figure("parallel", "parallel", "Why the Transformer: the parallelism limit (wall time and "
             "sequential steps against T)", _parallel, source="benchmarks/parallel-cpu.csv"),
 )
@@ -910,11 +1072,11 @@ def render_all(
     missing = [f for f in FIGURES if f not in todo]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     if jobs == 1:
-        done = [_render_one(f.name, results[f.experiment], out) for f in todo]
+        done = [_render_one(f.name, _rows(f, results), out) for f in todo]
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_render_one, f.name, results[f.experiment], out) for f in todo]
+            futures = [pool.submit(_render_one, f.name, _rows(f, results), out) for f in todo]
             done = [fut.result() for fut in futures]
     written = [p for paths, _ in done for p in paths]
     entries = [(f, reading) for f, (_, reading) in zip(todo, done, strict=True)]
@@ -922,6 +1084,13 @@ def render_all(
     readme.write_text(_readme(entries, missing, results, scale), encoding="utf-8")
     written.append(readme)
     return written
+
+
+def _rows(spec: _Figure, results: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows figure ``spec`` draws: its experiment's, then those of ``spec.also`` present."""
+    extra = [results[a] for a in spec.also if a in results and not results[a].empty]
+    rows = results[spec.experiment]
+    return pd.concat([rows, *extra], ignore_index=True) if extra else rows
 
 
 def _readme(entries, missing, results, scale: str) -> str:

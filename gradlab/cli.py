@@ -18,6 +18,7 @@ from gradlab._experiment import (
     load_experiment,
     load_results,
     run_experiment,
+    run_experiments,
 )
 
 __all__ = ["main"]
@@ -167,11 +168,20 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     if not good:
         _err(f"no experiment files in {args.experiments}")
         return 1
-    failed = False
-    for exp in good:
-        if _n_done(exp, args.results) < len(exp.points):
-            failed |= not _run(args, exp.path).ok
-    if failed:
+    todo = [exp.path for exp in good if _n_done(exp, args.results) < len(exp.points)]
+    summaries = run_experiments(
+        todo,
+        scale=args.scale,
+        results_dir=args.results,
+        executor=args.executor,
+        jobs=args.jobs,
+        address=args.address,
+        progress=args.progress,
+        experiments_dir=args.experiments,
+    ) if todo else []  # fmt: skip
+    for summary in summaries:
+        _report(summary)
+    if not all(s.ok for s in summaries):
         _err("some points failed; figures not drawn")
         return 1
     results = {

@@ -874,3 +874,136 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
     if "accuracy" in last.index:
         out["final_accuracy"] = last["accuracy"]
     return pd.DataFrame({"quantity": list(out), "value": [float(v) for v in out.values()]})
+
+
+# --- the lecture's four structures on real data (issue 11) ----------------------------------
+
+_STRUCTURE_TASKS = ("ucr", "chars", "reverse", "generate")
+
+
+def _direct(model, task, x, y):
+    """∂ℓ_{b,t}/∂y_{b,t}: each step's own loss gradient on the model output (B, [T,] O).
+
+    ℓ_{b,t} is the per-sample, per-step loss (cross-entropy, or the squared error summed over
+    channels), i.e. ``task.loss`` times the number of terms it averages over.
+    """
+    import torch
+
+    with torch.no_grad():
+        pred = model(*x) if isinstance(x, tuple) else model(x)
+    pred = pred.detach().requires_grad_(True)
+    n = pred.numel() // pred.shape[-1] if task.metric == "cross_entropy" else pred.numel()
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(task.loss(pred, y) * n, pred)
+    return g
+
+
+def _credit_rows(model, task, x, y) -> pd.DataFrame:
+    """Median over loss steps t of log10 ‖∂L_t/∂s_{t−lag}‖/‖∂L_t/∂s_t‖ per (module, lag), and
+    the median reach (gradlab.analysis.credit_reach, ratio 1e-2) per module."""
+    from gradlab import credit_map
+    from gradlab.analysis import credit_reach
+
+    cm = credit_map(model.eval(), x, _direct(model, task, x, y))
+    q = cm[(cm["quantity"] == "log10_grad_norm") & (cm["batch_index"] == -1)
+           & (cm["layer"] == 0) & (cm["direction"] == 0)]  # fmt: skip
+    own = q[(q["module"] != "encoder") & (q["lag"] == 0)].set_index("loss_step")["value"]
+    rel = q.assign(value=q["value"].to_numpy() - own.reindex(q["loss_step"]).to_numpy())
+    curve = rel.groupby(["module", "lag"], as_index=False)["value"].median()
+    reach = credit_reach(cm[(cm["layer"] == 0) & (cm["direction"] == 0)])
+    reach = reach[(reach["loss_step"] == -1) & (reach["batch_index"] == -1)
+                  & (reach["quantity"] == "reach_grad_norm")]  # fmt: skip
+    return pd.concat([
+        curve.assign(quantity="log10_credit"),
+        reach[["module", "value"]].assign(quantity="credit_reach"),
+    ], ignore_index=True)  # fmt: skip
+
+
+@study(
+    "structure",
+    version=1,
+    params={
+        "task": Param(str, allowed=_STRUCTURE_TASKS,
+                      doc="ucr (many-to-one), chars (synchronized many-to-many), reverse "
+                          "(encoder-decoder), generate (one-to-many)"),  # fmt: skip
+        "dataset": Param(str, default="GunPoint", doc="ucr: the UCR/UEA set"),
+        "gen_dataset": Param(str, default="ArrowHead",
+                             doc="generate: the UCR/UEA set (one whose classes differ in shape)"),
+        # one length per task (a grid crosses tasks, and each needs its own length)
+        "len_ucr": Param(int, default=150, doc="ucr: series length after subsampling"),
+        "len_chars": Param(int, default=50, doc="chars: window T"),
+        "len_reverse": Param(int, default=10, doc="reverse: span n (encoder and decoder steps)"),
+        "len_generate": Param(int, default=50, doc="generate: length after subsampling"),
+        "cell": _CELL,
+        "hidden_size": 32,
+        "steps": 300,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "clip_norm": Param(float, default=1.0, doc="clip the gradient norm at this; 0 = off"),
+        "track_every": Param(int, default=50, doc="record ||dL/dh_t|| every this many updates"),
+        "credit_batch": Param(int, default=32, doc="test samples of the final credit map"),
+        "seed": 0,
+    },
+)
+def structure_study(point: dict[str, Any]) -> pd.DataFrame:
+    """One of the lecture's four structures on real data, trained by gradlab.train.train.
+
+    The task's length is its own parameter ``len_<task>`` (a grid crosses tasks). Rows of the training table (gradlab.train): per evaluation "eval_loss" (UCR tasks: the
+    whole test split), "baseline" (the task's no-memory loss), "accuracy" (classification and
+    text tasks); every ``track_every`` updates "grad_norm" ||dL/dh_k|| per step k (batch mean;
+    "grad_norm_c" for the LSTM cell; the encoder-decoder's encoder steps 0..S-1 and decoder
+    steps S..S+T-1 on one axis). After training, on ``credit_batch`` test samples, the lecture's
+    double sum term by term (gradlab.credit_map, layer 0): "log10_credit" per (module, lag) =
+    the median over loss steps t of log10 ‖∂L_t/∂s_{t-lag}‖ − log10 ‖∂L_t/∂s_t‖ (encoder rows:
+    lag counted from the decoder's step t through the encoder's last state), and
+    "credit_reach" per module = the median over t of the largest lag still ≥ 1% of the direct
+    term (gradlab.analysis.credit_reach). One row each of "floor" (generate: the per-class
+    mean series' MSE) and "chance_accuracy" (ucr: the majority class on test).
+    """
+    import torch
+
+    from gradlab.tasks import make_task
+    from gradlab.train import train
+
+    torch.set_num_threads(1)
+    p = point
+    T = p[f"len_{p['task']}"]
+    task_params = ({"dataset": p["dataset"]} if p["task"] == "ucr" else
+                   {"dataset": p["gen_dataset"]} if p["task"] == "generate" else None)  # fmt: skip
+    table, model = train(
+        p["cell"], p["task"], seq_len=T, hidden_size=p["hidden_size"],
+        steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
+        clip_norm=p["clip_norm"] or None, seed=p["seed"], track_every=p["track_every"] or None,
+        task_params=task_params, return_model=True,
+    )  # fmt: skip
+    task = make_task(p["task"], T, seed=_derived_seed(p["seed"], "credit"),
+                     **(task_params or {}))  # fmt: skip
+    g = torch.Generator().manual_seed(_derived_seed(p["seed"], "credit-batch"))
+    x, y = task.sample(p["credit_batch"], g, split="test")
+    extra = {"floor": getattr(task, "floor", None),
+             "chance_accuracy": getattr(task, "chance_accuracy", None)}  # fmt: skip
+    extra = pd.DataFrame([{"quantity": k, "value": float(v)} for k, v in extra.items()
+                          if v is not None])  # fmt: skip
+    train_rows = table.drop(columns=["layer", "direction"])
+    train_rows = train_rows[~train_rows["quantity"].isin(["loss", "grad_norm_total",
+                                                         "grad_norm_clipped"])]  # fmt: skip
+    return pd.concat([train_rows, _credit_rows(model, task, x, y), extra], ignore_index=True)
+
+
+@study(
+    "ucr_baselines",
+    version=1,
+    params={
+        "dataset": Param(str, default="OSULeaf", doc="the UCR/UEA set"),
+        "seq_len": Param(int, doc="length after subsampling"),
+    },
+)
+def ucr_baselines_study(point: dict[str, Any]) -> pd.DataFrame:
+    """Test accuracy of the majority class and 1-NN Euclidean / DTW (aeon's classifier) on the
+    same split, subsampling and standardisation as task "ucr" (gradlab.data.ucr_baselines).
+    Rows: quantity "accuracy", column baseline in {"majority", "1nn_euclidean", "1nn_dtw"}."""
+    from gradlab.data import ucr_baselines
+
+    df = ucr_baselines(point["dataset"], point["seq_len"])
+    return pd.DataFrame({"baseline": df["baseline"], "quantity": "accuracy",
+                         "value": df["accuracy"].astype(float)})  # fmt: skip

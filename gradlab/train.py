@@ -9,7 +9,7 @@
     e          "eval_loss"         <NA>  <NA>  <NA>       loss on the fixed evaluation batches
     e          "baseline"          <NA>  <NA>  <NA>       the task's no-memory baseline loss
     e          "accuracy"          <NA>  <NA>  <NA>       eval accuracy (copy, digits)
-    j          "grad_norm"         t     l     d          batch-mean ||dL/dh_t|| (gradlab._record)
+    j          "grad_norm"         t     l     d          batch-mean ||dL/dh_t|| (gradlab.Monitor)
     j          "grad_norm_c"       t     l     d          the same for the LSTM cell state c_t
 
 The step t of "grad_norm" rows: for an encoder-decoder task (structure "encoder_decoder",
@@ -36,6 +36,7 @@ Pascanu, Mikolov & Bengio (2013), "On the difficulty of training recurrent neura
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -342,7 +343,7 @@ def train(
         num_layers: of the recurrent network (or the Transformer).
         nhead: attention heads of the Transformer.
         track_every: every this many iterations (from 0), record the per-step gradient norms
-            ||dL/dh_t|| of that iteration's backward pass with ``gradlab._record``; None: never.
+            ||dL/dh_t|| of that iteration's backward pass with ``gradlab.Monitor``; None: never.
         eval_every: evaluate every this many iterations (from 0) and after the last update;
             default ``max(1, steps // 10)``.
         eval_batches: number of fixed evaluation batches of ``batch_size`` (drawn once, from the
@@ -434,26 +435,30 @@ def train(
             scalars.append((i, "accuracy", torch.stack(accs).mean()))
 
     model.train()
-    for i in range(steps):
-        if i % eval_every == 0:
-            evaluate(i)
-        x, y = task.sample(batch_size, g_data)  # (B, T, I), target
-        opt.zero_grad(set_to_none=True)
-        if track_every is not None and i % track_every == 0:
-            loss, frame = _tracked_step(model, task, x, y)
-            tracked.append(_tracking_rows(frame, i))
-            if track_gates:
+    monitor = None
+    if track_every is not None:  # iteration i is the model's i-th grad-enabled call
+        from gradlab import Monitor
+
+        monitor = Monitor(model, every=track_every, quantities=("grad_norm", "grad_norm_c"))
+    with monitor if monitor is not None else contextlib.nullcontext():
+        for i in range(steps):
+            if i % eval_every == 0:
+                evaluate(i)  # no grad: not an iteration of the Monitor
+            x, y = task.sample(batch_size, g_data)  # (B, T, I), target
+            opt.zero_grad(set_to_none=True)
+            if track_gates and i % track_every == 0:
                 tracked.append(_gate_rows(model.rnn, x, i))
-        else:
             loss = task.loss(_forward(model, x), y)
             loss.backward()
-        before, after = _clip_gradients(params, clip_norm, clip_value)
-        opt.step()
-        scalars.append((i, "loss", loss.detach()))
-        scalars.append((i, "grad_norm_total", before))
-        if after is not None:
-            scalars.append((i, "grad_norm_clipped", after))
-    evaluate(steps)
+            before, after = _clip_gradients(params, clip_norm, clip_value)
+            opt.step()
+            scalars.append((i, "loss", loss.detach()))
+            scalars.append((i, "grad_norm_total", before))
+            if after is not None:
+                scalars.append((i, "grad_norm_clipped", after))
+        evaluate(steps)
+    if monitor is not None:  # before the gate rows: each iteration's rows in that order
+        tracked.insert(0, _tracking_rows(_one_time_axis(model, task, monitor.frame())))
 
     values = torch.stack([v.to(device=device, dtype=torch.float64) for _, _, v in scalars]).cpu()
     table = pd.DataFrame(
@@ -474,21 +479,13 @@ def train(
     return (out, model) if return_model else out
 
 
-def _tracked_step(
-    model: SequenceModel, task: Task, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, pd.DataFrame]:
-    """Forward and backward under ``gradlab._record.record``; return (loss, its frame)."""
-    from gradlab import _record
-
-    with _record.record(model, quantities=("grad_norm", "grad_norm_c")) as rec:
-        loss = task.loss(_forward(model, x), y)
-        loss.backward()
-    frame = rec.frame()
-    if isinstance(model, EncoderDecoder):  # one time axis: encoder 0..S-1, decoder S..S+T-1
-        S = x[0].shape[1]
-        frame = frame.assign(step=frame["step"].where(frame["module"] != "decoder",
-                                                      frame["step"] + S))  # fmt: skip
-    return loss, frame
+def _one_time_axis(model: nn.Module, task: Task, frame: pd.DataFrame) -> pd.DataFrame:
+    """Encoder-decoder rows on one time axis: encoder steps 0..S-1, decoder S..S+T-1."""
+    if not isinstance(model, EncoderDecoder) or frame.empty:
+        return frame
+    S = int(frame.loc[frame["module"] == "encoder", "step"].max()) + 1
+    return frame.assign(step=frame["step"].where(frame["module"] != "decoder",
+                                                 frame["step"] + S))  # fmt: skip
 
 
 def _forward(model: nn.Module, x: Any) -> torch.Tensor:
@@ -498,13 +495,13 @@ def _forward(model: nn.Module, x: Any) -> torch.Tensor:
     return model(x)
 
 
-def _tracking_rows(frame: pd.DataFrame, iteration: int) -> pd.DataFrame:
-    """Keep the per-step gradient norms of a ``record`` frame, in ``train``'s columns."""
+def _tracking_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the per-step gradient norms of a ``Monitor`` frame, in ``train``'s columns."""
     keep = frame["quantity"].isin(["grad_norm", "grad_norm_c"]) & (frame["batch_index"] == -1)
     rows = frame[keep]
     return pd.DataFrame(
         {
-            "iteration": iteration,
+            "iteration": rows["iteration"].to_numpy(dtype=np.int64),
             "quantity": rows["quantity"].to_numpy(),
             "step": pd.array(rows["step"].to_numpy(), dtype="Int64"),
             "layer": pd.array(rows["layer"].to_numpy(), dtype="Int64"),

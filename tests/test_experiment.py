@@ -22,6 +22,7 @@ from gradlab._experiment import (
     load_results,
     point_key,
     run_experiment,
+    run_experiments,
 )
 from gradlab.studies import Param
 
@@ -400,6 +401,23 @@ def test_local_pool_of_two_spawned_workers_equals_in_process(tmp_path):
         load_results(TOY, results_dir=tmp_path / "one"),
         load_results(TOY, results_dir=tmp_path / "two"),
     )
+
+
+def test_several_experiments_share_one_pool_and_each_gets_its_summary(tmp_path):
+    """run_experiments: one pool for all files; rows equal one-by-one runs; failures stay local."""
+    fails = write_exp(tmp_path / "exp", "fails", "[grid]\nseed = [0, 1]\nfail = [false, true]\n")
+    summaries = run_experiments([TOY, fails], results_dir=tmp_path / "all", jobs=2,
+                                progress=False)  # fmt: skip
+    assert [s.experiment for s in summaries] == ["toy", "fails"]
+    assert [(s.run, len(s.failed)) for s in summaries] == [(6, 0), (2, 2)]
+    assert all("asked to fail" in f.error for f in summaries[1].failed)
+    run(TOY, tmp_path / "one", jobs=1)
+    pd.testing.assert_frame_equal(
+        load_results(TOY, results_dir=tmp_path / "all"),
+        load_results(TOY, results_dir=tmp_path / "one"),
+    )
+    again = run_experiments([TOY, fails], results_dir=tmp_path / "all", progress=False)
+    assert [(s.cached, s.run) for s in again] == [(6, 0), (2, 0)]  # only the failing retried
 
 
 def test_worker_imports_the_module_that_registers_a_study(tmp_path, monkeypatch):

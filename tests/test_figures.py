@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from gradlab._figures import FIGURES, _ci, _with_sources, render_all
+from gradlab._figures import FIGURES, _ci, _rows, _with_sources, render_all
 from gradlab.plot._stats import bootstrap_ci
 from tests.test_studies import quick_results_for
 
@@ -117,7 +117,7 @@ def test_each_reading_is_the_one_in_the_readme_and_follows_its_table(rendered, s
     """The README quotes what the figure's function reads off the table, and a table with other
     values gives another reading: the numbers are computed, not typed in."""
     results, out, _ = rendered
-    df = _with_sources(results)[spec.experiment]  # a committed table (source=) or a run's rows
+    df = _rows(spec, _with_sources(results))  # a committed table (source=) or a run's rows
     reading = _reading(spec, df)
     assert reading in _section((out / "README.md").read_text(encoding="utf-8"), spec.caption)
     assert re.search(r"\d", reading), "a reading quotes numbers"

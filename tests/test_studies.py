@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
 EXPECTED = ["bptt", "decay", "flow_map", "gain", "gates", "init", "input_grad", "long_dependency",
-            "seq_len", "spectra", "training"]
+            "real_length", "seq_len", "spectra", "structures", "training", "ucr_baselines"]
 
 
 @functools.cache
@@ -339,3 +339,59 @@ def test_param_count_is_the_models_count():
             m = SequenceModel(arch, I, H, O, num_layers=layers, nhead=2)
             assert param_count(arch, I, O, H, layers=layers) == sum(
                 p.numel() for p in m.parameters()), arch
+
+
+def test_structures_rows_per_task_and_credit_against_credit_map(quick):
+    """Every structure has its metric, per-step gradient and credit rows; the credit curve is
+    the median over loss steps of credit_map's log ratio, recomputed here from credit_map."""
+    from gradlab import credit_map
+    from gradlab.tasks import make_task
+    from gradlab.train import train
+
+    df = quick["structures"]
+    assert set(df["task"]) == {"ucr", "chars", "reverse", "generate"}
+    for task, part in df.groupby("task"):
+        have = set(part["quantity"])
+        assert {"eval_loss", "baseline", "grad_norm", "log10_credit", "credit_reach"} <= have
+        cr = _q(part, "log10_credit")
+        assert (cr[cr["lag"] == 0]["value"] == 0).all()  # relative to the direct term
+        assert (cr["value"] < 1).all()  # the direct term dominates
+        T = part[f"len_{task}"].iloc[0]
+        steps = _q(part, "grad_norm")["step"]
+        assert steps.min() == 0 and steps.max() == (2 * T - 1 if task == "reverse" else T - 1)
+    assert set(_q(df[df["task"] == "reverse"], "log10_credit")["module"]) == {"encoder",
+                                                                               "decoder"}
+    assert _q(df, "floor")["task"].unique().tolist() == ["generate"]
+    # recompute one point's credit curve by hand
+    p = df[(df["task"] == "chars") & (df["cell"] == "lstm")].iloc[0]
+    _, model = train("lstm", "chars", seq_len=int(p["len_chars"]), hidden_size=int(p["hidden_size"]),
+                     steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+                     clip_norm=float(p["clip_norm"]), seed=int(p["seed"]),
+                     track_every=int(p["track_every"]), return_model=True)  # fmt: skip
+    task = make_task("chars", int(p["len_chars"]),
+                     seed=studies._derived_seed(int(p["seed"]), "credit"))  # fmt: skip
+    g = torch.Generator().manual_seed(studies._derived_seed(int(p["seed"]), "credit-batch"))
+    x, y = task.sample(int(p["credit_batch"]), g, split="test")
+    pred = model(x).detach().requires_grad_(True)
+    ell = torch.nn.functional.cross_entropy(pred.reshape(-1, task.V), y.reshape(-1),
+                                            reduction="sum")  # fmt: skip
+    (direct,) = torch.autograd.grad(ell, pred)
+    cm = credit_map(model, x, direct)
+    q = cm[(cm["quantity"] == "log10_grad_norm") & (cm["batch_index"] == -1)]
+    own = q[q["lag"] == 0].set_index("loss_step")["value"]
+    rel = q["value"].to_numpy() - own.reindex(q["loss_step"]).to_numpy()
+    want = pd.Series(rel, index=q["lag"].to_numpy()).groupby(level=0).median()
+    got = _q(df[(df["task"] == "chars") & (df["cell"] == "lstm")], "log10_credit")
+    got = got.set_index("lag")["value"].sort_index()
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_real_length_and_ucr_baselines_rows(quick):
+    df, base = quick["real_length"], quick["ucr_baselines"]
+    assert set(df["len_ucr"]) == set(base["seq_len"])
+    acc = _q(df, "accuracy")
+    assert acc["value"].between(0, 1).all()
+    assert set(base["baseline"]) == {"majority", "1nn_euclidean", "1nn_dtw"}
+    chance = _q(df, "chance_accuracy")["value"].unique()
+    maj = base[base["baseline"] == "majority"]["value"].unique()
+    np.testing.assert_allclose(chance, maj)  # the task's majority class is aeon's split's

@@ -23,6 +23,8 @@ gate_saturation            cell, init, gate, step, quantity, value [seed]
 input_gradient_curves      arch, stage, lag, value (log10 ‖∂L/∂x_{T-1-k}‖) [seed]
 length_sweep               task, arch, seq_len, value (final loss ÷ baseline) [seed]
 parallel_timing            arch, seq_len, ms_median, sequential_steps [ms_min, ms_max]
+structure_panels           metric, profile and credit tables: task, cell, ... (see its doc)
+length_effect              accuracy: cell, seq_len, value; gradient: + stage [baselines]
 gates_over_training        init, iteration, quantity, value [seed, gate, unit, step]
 =========================  ====================================================================
 """
@@ -36,6 +38,7 @@ from .gates import gate_saturation, gates_over_training
 from .monitor import decay_over_training, summary_over_training
 from .phase import gain_phase_diagram
 from .spectra import singular_value_spectra
+from .structures import length_effect, structure_panels
 from .training import training_curves, training_grad_heatmap
 from .transformer import input_gradient_curves, length_sweep, parallel_timing
 
@@ -51,11 +54,13 @@ __all__ = [
     "gain_phase_diagram",
     "gate_saturation",
     "input_gradient_curves",
+    "length_effect",
     "length_sweep",
     "parallel_timing",
     "gates_over_training",
     "save",
     "singular_value_spectra",
+    "structure_panels",
     "summary_over_training",
     "training_curves",
     "training_grad_heatmap",
