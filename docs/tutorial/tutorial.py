@@ -544,7 +544,7 @@ plt.show()
 
 # %% [markdown]
 # The forget gates move first: within 40 updates their time scales (a) grow toward the delay,
-# most with chrono initialisation, which starts there, and the gates saturate (b). 200 updates
+# most with chrono initialisation, which starts closest, and the gates saturate (b). 200 updates
 # of one seed are far too few to learn the task (d stays at chance); the gallery's `gates`
 # figure trains 1,200 updates over several seeds.
 
