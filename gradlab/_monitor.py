@@ -197,6 +197,19 @@ class Monitor:
     exception broke off before its backward finished is dropped). A no-grad call of the model
     between a recorded iteration's forward and its backward is recorded too, as a further
     ``call`` of each recurrent module.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> lstm, head = torch.nn.LSTM(1, 8, batch_first=True), torch.nn.Linear(8, 1)
+        >>> model = torch.nn.ModuleDict({"rnn": lstm, "head": head})
+        >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        >>> x, y = torch.randn(16, 30, 1), torch.randn(16, 1)
+        >>> with gradlab.Monitor(lstm, every=5) as mon:
+        ...     for _ in range(11):
+        ...         loss = torch.nn.functional.mse_loss(head(lstm(x)[0][:, -1]), y)
+        ...         opt.zero_grad(); loss.backward(); opt.step()
+        >>> sorted(mon.frame()["iteration"].unique().tolist())
+        [0, 5, 10]
     """
 
     def __init__(

@@ -280,6 +280,21 @@ class Unrolled(nn.Module):
     initial state (zeros of width ``hidden_size`` when omitted) and returns
     ``(outputs (B, T, H), final_state)``. Jacobians ∂s_t/∂s_{t-1} of the concatenated state are
     computed with ``torch.func.jacrev`` (vmapped over the batch where the cell allows).
+
+    Examples:
+        >>> import torch, gradlab
+        >>> class MinimalCell(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.W, self.U = torch.nn.Linear(3, 16), torch.nn.Linear(16, 16, bias=False)
+        ...     def forward(self, x, h):
+        ...         return torch.tanh(self.W(x) + self.U(h))
+        >>> model = gradlab.Unrolled(MinimalCell(), hidden_size=16)
+        >>> with gradlab.record(model, quantities=("grad_norm", "jac_norm")) as rec:
+        ...     out, _ = model(torch.randn(4, 30, 3))
+        ...     out[:, -1].sum().backward()
+        >>> sorted(rec.frame()["quantity"].unique())
+        ['grad_norm', 'jac_norm_frobenius', 'jac_norm_spectral']
     """
 
     def __init__(self, cell: nn.Module, hidden_size: int, *, batch_first: bool = True,
