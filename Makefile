@@ -14,7 +14,7 @@ export MPLBACKEND := Agg
 # small torch operations up to 1000x slower
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test figures bench lint clean-results
+.PHONY: setup test figures bench lint docs clean-results
 
 setup: $(STAMP)
 
@@ -39,5 +39,11 @@ figures: $(CORE)
 bench: $(CORE)
 	$(PY) benchmarks/bench.py
 
+# the documentation site: execute the tutorial once (jupytext + nbclient into build/docs/), then
+# build the site from it without executing it again; warnings are errors. Output: site/index.html
+docs: $(STAMP)
+	$(PY) docs/execute_tutorial.py build/docs/tutorial.ipynb
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: $(STAMP)
-	$(PY) -m ruff check gradlab tests benchmarks
+	$(PY) -m ruff check gradlab tests benchmarks docs

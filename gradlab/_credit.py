@@ -347,6 +347,15 @@ def credit_map(
         cm = gradlab.credit_map(model, x, direct)    # one row per (t, k ≤ t, quantity)
         reach = gradlab.analysis.credit_reach(cm)    # how far back each loss's credit reaches
         reach[reach.loss_step == -1]                 # the median over loss steps
+
+    Examples:
+        >>> import torch, gradlab
+        >>> rnn = torch.nn.RNN(3, 8, batch_first=True)
+        >>> direct = torch.randn(2, 10, 8)  # ∂L_t/∂y_t of a loss at every step t
+        >>> cm = gradlab.credit_map(rnn, torch.randn(2, 10, 3), direct)
+        >>> mean = cm[(cm["quantity"] == "grad_norm") & (cm["batch_index"] == -1)]
+        >>> len(mean) == 10 * 11 // 2  # one row per pair k <= t
+        True
     """
     from .train import EncoderDecoder, SequenceModel
 

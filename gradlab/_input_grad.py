@@ -282,6 +282,14 @@ def input_gradients(
     ``quantity`` in {"grad_norm", "log10_grad_norm"}, ``batch_index`` (-1: the batch mean of
     the per-sample norms, and its log10; ≥ 0 each sample, with ``per_sample``), ``value``.
     "log10_grad_norm" is computed in log space (exact where "grad_norm" underflows to 0).
+
+    Examples:
+        >>> import torch, gradlab
+        >>> g = gradlab.input_gradients(torch.nn.GRU(3, 8, batch_first=True), torch.randn(2, 100, 3))
+        >>> mean = g[(g["quantity"] == "log10_grad_norm") & (g["batch_index"] == -1)]
+        >>> curve = mean.set_index("lag")["value"]
+        >>> bool(curve.loc[99] < curve.loc[0])
+        True
     """
     if not isinstance(x, Tensor) or x.dim() != 3:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

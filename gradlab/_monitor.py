@@ -187,14 +187,29 @@ class Monitor:
             ``gradlab[tensorboard]`` extra): scalars under ``gradlab/<module>/layer<k>/`` at each
             recorded iteration, images every ``image_every`` recorded iterations.
         image_every: see ``tensorboard``.
-        quantities, per_sample, **record_kwargs: passed to :func:`gradlab.record`
-            (``"grad_norm"`` is always recorded: the summaries are computed from it).
+        quantities: passed to :func:`gradlab.record` (``"grad_norm"`` is always recorded:
+            the summaries are computed from it).
+        per_sample: passed to :func:`gradlab.record`.
+        **record_kwargs: passed to :func:`gradlab.record`.
 
     Recorded iterations cost what ``record`` costs; the others only the pre-hook. On exit, even by
     exception, every hook is removed and the model is as before (a recorded iteration that an
     exception broke off before its backward finished is dropped). A no-grad call of the model
     between a recorded iteration's forward and its backward is recorded too, as a further
     ``call`` of each recurrent module.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> lstm, head = torch.nn.LSTM(1, 8, batch_first=True), torch.nn.Linear(8, 1)
+        >>> model = torch.nn.ModuleDict({"rnn": lstm, "head": head})
+        >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        >>> x, y = torch.randn(16, 30, 1), torch.randn(16, 1)
+        >>> with gradlab.Monitor(lstm, every=5) as mon:
+        ...     for _ in range(11):
+        ...         loss = torch.nn.functional.mse_loss(head(lstm(x)[0][:, -1]), y)
+        ...         opt.zero_grad(); loss.backward(); opt.step()
+        >>> sorted(mon.frame()["iteration"].unique().tolist())
+        [0, 5, 10]
     """
 
     def __init__(

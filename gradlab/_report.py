@@ -59,6 +59,17 @@ def report(
 
     Returns:
         The output folder.
+
+    Examples:
+        >>> import os, tempfile, torch, gradlab
+        >>> gru = torch.nn.GRU(1, 8, batch_first=True)
+        >>> run = os.path.join(tempfile.mkdtemp(), "run")
+        >>> with gradlab.Monitor(gru, every=1, path=run) as mon:
+        ...     for _ in range(3):
+        ...         gru(torch.randn(4, 20, 1))[0][:, -1].sum().backward()
+        >>> out = gradlab.report(run, progress=False, formats=("png",))
+        >>> (out / "summary.md").exists()
+        True
     """
     from tqdm.auto import tqdm
 

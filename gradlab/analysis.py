@@ -308,6 +308,14 @@ def gradient_flow(
     full state), for an LSTM also "log10_grad_norm_h" and "log10_grad_norm_c" (the h and c parts).
     Without ``per_sample`` the value is the batch MEAN of the per-sample log10 norms (a geometric
     mean of the norms), not the log of the mean norm.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> lstm = torch.nn.LSTM(4, 16, batch_first=True)
+        >>> flow = gradlab.gradient_flow(lstm, torch.randn(2, 300, 4), dtype=torch.float64)
+        >>> g = flow[flow["quantity"] == "log10_grad_norm"].set_index("lag")["value"]
+        >>> bool(g.loc[299] < g.loc[0] - 10)  # 300 steps back: more than ten decades smaller
+        True
     """
     fn = "gradient_flow"
     p, u, s0 = _resolve(model, x, layer, direction, h0, fn=fn, dtype=dtype)
@@ -396,6 +404,13 @@ def flow_map(
     Columns: ``t`` and ``k`` (original positions of s_t and s_k), ``lag`` (steps from k to t),
     ``quantity`` in {"log10_jac_norm_spectral", "log10_jac_norm_frobenius"}, ``value``.
     The lag-0 diagonal is the identity: 0 and log10 √S.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> rnn = torch.nn.RNN(3, 8, batch_first=True)
+        >>> m = gradlab.flow_map(rnn, torch.randn(1, 20, 3), norms=("spectral",))
+        >>> len(m) == 20 * 21 // 2  # one row per pair k <= t
+        True
     """
     fn = "flow_map"
     norms = (norms,) if isinstance(norms, str) else tuple(norms)
@@ -468,6 +483,13 @@ def jacobian_spectrum(
 
     Columns: ``lag``, ``step`` (position t), ``sample``, ``index`` (rank, 0 = largest),
     ``quantity`` in {"singular_value", "log10_singular_value"}, ``value``.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> gru = torch.nn.GRU(3, 8, batch_first=True)
+        >>> s = gradlab.jacobian_spectrum(gru, torch.randn(2, 30, 3), lags=(1, 10))
+        >>> s[s["quantity"] == "singular_value"].groupby("lag")["index"].nunique().tolist()
+        [8, 8]
     """
     fn = "jacobian_spectrum"
     lags = [lags] if isinstance(lags, int) else list(lags)
@@ -556,6 +578,13 @@ def lyapunov_spectrum(
     exponent after ``iteration`` averaged steps, ending at position ``step`` (QR times about
     (T - warmup) / ``trace_points`` steps apart, the last one included). Exponents are sorted in decreasing order and the
     running rows follow that ordering.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> rnn = torch.nn.RNN(3, 8, batch_first=True)
+        >>> ly = gradlab.lyapunov_spectrum(rnn, torch.randn(1, 200, 3), k=2, warmup=50)
+        >>> ly.loc[ly["quantity"] == "lyapunov_exponent", "index"].tolist()
+        [0, 1]
     """
     fn = "lyapunov_spectrum"
     p, u, s0 = _resolve(model, x, layer, direction, h0, fn=fn, dtype=dtype)
@@ -658,6 +687,15 @@ def bptt_by_lag(
     ``quantity`` = "contribution_norm" (Frobenius norm of term i), ``value``.
     With ``return_terms=True`` returns (DataFrame, dict): param -> the terms (t*+1, *shape) in
     processing order, and "step" -> their positions (numpy).
+
+    Examples:
+        >>> import torch, gradlab
+        >>> rnn = torch.nn.RNN(3, 8, batch_first=True, dtype=torch.float64)
+        >>> x = torch.randn(2, 30, 3, dtype=torch.float64)
+        >>> df, terms = gradlab.bptt_by_lag(rnn, x, return_terms=True)
+        >>> rnn(x)[0][:, -1].sum().backward()  # the same loss, by autograd
+        >>> torch.allclose(terms["weight_hh"].sum(0), rnn.weight_hh_l0.grad)
+        True
     """
     fn = "bptt_by_lag"
     p, u, s0 = _resolve(model, x, layer, direction, h0, fn=fn, dtype=dtype)

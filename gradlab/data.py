@@ -106,14 +106,17 @@ class UCRSplit:
 
     @property
     def n_channels(self) -> int:
+        """C, the number of channels of every series."""
         return int(self.x[0].shape[1])
 
     @property
     def n_classes(self) -> int:
+        """K, the number of classes (``len(classes)``)."""
         return len(self.classes)
 
     @property
     def equal_length(self) -> bool:
+        """True when every series has the same length T (then ``stack`` works)."""
         return bool((self.lengths == self.lengths[0]).all())
 
     def stack(self) -> np.ndarray:
@@ -308,6 +311,12 @@ def ucr_baselines(
         DataFrame with one row per baseline: dataset, seq_len, shorten, baseline
         ("majority", "1nn_euclidean", "1nn_dtw"), window (DTW band fraction, NaN: none or not
         DTW), accuracy, seconds (fit + predict wall time; 0 for majority).
+
+    Examples:
+        >>> from gradlab.data import ucr_baselines
+        >>> b = ucr_baselines("GunPoint", 30)  # GunPoint brought to 30 steps
+        >>> b["baseline"].tolist()
+        ['majority', '1nn_euclidean', '1nn_dtw']
     """
     _check_ucr(name)
     _aeon()

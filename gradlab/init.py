@@ -450,7 +450,16 @@ INITS: dict[str, InitScheme] = {
 
 
 def available_inits() -> list[str]:
-    """Names of the registered schemes, sorted."""
+    """Names of the registered schemes, sorted: the values ``apply_init`` accepts as ``name``.
+
+    ``INITS[name].doc`` cites each scheme's source and ``INITS[name].params`` lists its
+    parameters with their defaults.
+
+    Examples:
+        >>> from gradlab.init import available_inits
+        >>> "chrono" in available_inits() and "orthogonal" in available_inits()
+        True
+    """
     return sorted(INITS)
 
 
@@ -510,6 +519,13 @@ def apply_init(
         ValueError: unknown scheme (lists them), unknown or invalid parameter (names the scheme
             and its allowed parameters), a scheme that does not fit the cell (e.g. chrono on a
             plain RNN), or a module with no recurrent parameters.
+
+    Examples:
+        >>> import torch
+        >>> from gradlab.init import apply_init
+        >>> lstm = apply_init(torch.nn.LSTM(4, 8), "forget_bias", generator=0, b=1.0)
+        >>> (lstm.bias_ih_l0[8:16] + lstm.bias_hh_l0[8:16]).tolist() == [1.0] * 8  # f gate
+        True
     """
     where = f"apply_init({type(module).__name__}, {name!r})"
     if name not in INITS:

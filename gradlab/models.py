@@ -107,7 +107,21 @@ class _Recurrent(nn.Module):
 
 
 class RNN(_Recurrent):
-    """Elman RNN, h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh or relu."""
+    """Elman RNN, h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh or relu.
+
+    Same constructor, parameter names and shapes as ``torch.nn.RNN`` (``weight_ih_l{k}``
+    (H, I), ``weight_hh_l{k}`` (H, H), biases (H,)); ``forward(x, h0)`` returns
+    ``(output (B, T, D·H) batch first, h_n (L·D, B, H))`` and equals ``torch.nn.RNN`` to
+    round-off. One-step Jacobian ∂h_t/∂h_{t-1} = diag(φ'(a_t)) W_hh in closed form
+    (``gradlab/_cells.py``), used by ``gradlab.record`` and the analysis functions.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> rnn = gradlab.models.RNN(3, 8, batch_first=True)
+        >>> out, h_n = rnn(torch.randn(2, 5, 3))
+        >>> tuple(out.shape), tuple(h_n.shape)
+        ((2, 5, 8), (1, 2, 8))
+    """
 
     def __init__(self, *args, nonlinearity: str = "tanh", **kwargs) -> None:
         if nonlinearity not in ("tanh", "relu"):
@@ -118,13 +132,39 @@ class RNN(_Recurrent):
 
 
 class LSTM(_Recurrent):
-    """LSTM with the gate order (i, f, g, o) of ``torch.nn.LSTM``; state (h, c)."""
+    """LSTM with the gate order (i, f, g, o) of ``torch.nn.LSTM``; state (h, c).
+
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t, h_t = o_t ⊙ tanh(c_t). Same constructor, parameter
+    names and shapes as ``torch.nn.LSTM`` (``weight_ih_l{k}`` (4H, I), ``weight_hh_l{k}``
+    (4H, H)); ``forward`` returns ``(output, (h_n, c_n))`` and equals ``torch.nn.LSTM`` to
+    round-off. The analyses use the full state s = (h, c) (2H) and its closed-form Jacobian.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> lstm = gradlab.models.LSTM(3, 8, batch_first=True)
+        >>> out, (h_n, c_n) = lstm(torch.randn(2, 5, 3))
+        >>> tuple(out.shape), tuple(c_n.shape)
+        ((2, 5, 8), (1, 2, 8))
+    """
 
     mode = "LSTM"
 
 
 class GRU(_Recurrent):
-    """GRU with the gate order (r, z, n) of ``torch.nn.GRU``."""
+    """GRU with the gate order (r, z, n) of ``torch.nn.GRU``.
+
+    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn)), h_t = (1 − z_t) ⊙ n_t +
+    z_t ⊙ h_{t-1} (PyTorch's convention: z close to 1 keeps the state). Same constructor,
+    parameter names and shapes as ``torch.nn.GRU`` (``weight_hh_l{k}`` (3H, H)); ``forward``
+    returns ``(output, h_n)`` and equals ``torch.nn.GRU`` to round-off.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> gru = gradlab.models.GRU(3, 8, batch_first=True)
+        >>> out, h_n = gru(torch.randn(2, 5, 3))
+        >>> tuple(out.shape)
+        (2, 5, 8)
+    """
 
     mode = "GRU"
 
@@ -240,6 +280,21 @@ class Unrolled(nn.Module):
     initial state (zeros of width ``hidden_size`` when omitted) and returns
     ``(outputs (B, T, H), final_state)``. Jacobians ∂s_t/∂s_{t-1} of the concatenated state are
     computed with ``torch.func.jacrev`` (vmapped over the batch where the cell allows).
+
+    Examples:
+        >>> import torch, gradlab
+        >>> class MinimalCell(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.W, self.U = torch.nn.Linear(3, 16), torch.nn.Linear(16, 16, bias=False)
+        ...     def forward(self, x, h):
+        ...         return torch.tanh(self.W(x) + self.U(h))
+        >>> model = gradlab.Unrolled(MinimalCell(), hidden_size=16)
+        >>> with gradlab.record(model, quantities=("grad_norm", "jac_norm")) as rec:
+        ...     out, _ = model(torch.randn(4, 30, 3))
+        ...     out[:, -1].sum().backward()
+        >>> sorted(rec.frame()["quantity"].unique())
+        ['grad_norm', 'jac_norm_frobenius', 'jac_norm_spectral']
     """
 
     def __init__(self, cell: nn.Module, hidden_size: int, *, batch_first: bool = True,

@@ -63,6 +63,11 @@ def copy_baseline(T: int, length: int = COPY_LENGTH) -> float:
     It predicts the T + n blanks exactly (their place is fixed) and spreads the last n steps
     uniformly over the 8 symbols: n ln 8 / (T + 2n), n = ``length`` symbols to copy (10 in
     Arjovsky, Shah & Bengio 2016).
+
+    Examples:
+        >>> from gradlab.tasks import copy_baseline
+        >>> round(copy_baseline(50, length=3), 4)  # 3 ln 8 / 56
+        0.1114
     """
     _check_seq_len("copy", T, minimum=1)
     return length * math.log(COPY_SYMBOLS) / (T + 2 * length)
@@ -601,6 +606,7 @@ class GenerateTask(Task):
         self.floor = float(((yte_series - class_mean[cte]) ** 2).mean())
 
     def split_size(self, split: str) -> int:
+        """Number of series in ``split`` ("train" or "test")."""
         return len(self._data[split][1])
 
     def _gather(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -633,7 +639,15 @@ _TASKS: dict[str, type[Task]] = {
 
 
 def available_tasks() -> list[str]:
-    """Names accepted by ``make_task``."""
+    """Names accepted by ``make_task`` (and by ``gradlab.train.train`` as ``task``), sorted.
+
+    Each task states its input, target and no-memory baseline in its class docstring.
+
+    Examples:
+        >>> from gradlab.tasks import available_tasks
+        >>> {"adding", "copy", "digits"} <= set(available_tasks())
+        True
+    """
     return sorted(_TASKS)
 
 
@@ -645,6 +659,13 @@ def make_task(
     ``kw`` goes to the task (digits: ``test_fraction``; ucr, generate: ``dataset``,
     ``shorten``). Raises ValueError for an unknown
     name (listing the known ones) or a bad ``seq_len``.
+
+    Examples:
+        >>> from gradlab.tasks import make_task
+        >>> task = make_task("adding", 50, seed=0)
+        >>> x, y = task.sample(8)
+        >>> tuple(x.shape), tuple(y.shape), task.readout
+        ((8, 50, 2), (8, 1), 'last')
     """
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")

@@ -144,6 +144,11 @@ def pascanu_bound(sigma_max: float, k: ArrayLike, gamma: float = 1.0) -> float |
     Returns:
         The bound, a float for scalar ``k``, else an array shaped like ``k``.  Overflows to
         ``inf`` / underflows to 0 for large ``k``; use :func:`log10_pascanu_bound` there.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> theory.pascanu_bound(0.5, [1, 2, 10]).tolist()
+        [0.5, 0.25, 0.0009765625]
     """
     eta, k_arr = _bound_args(sigma_max, k, gamma)
     with np.errstate(over="ignore", under="ignore"):
@@ -155,6 +160,11 @@ def log10_pascanu_bound(sigma_max: float, k: ArrayLike, gamma: float = 1.0) -> f
     """``log10`` of :func:`pascanu_bound`: ``k * log10(gamma * sigma_max)``, exact at any ``k``.
 
     ``-inf`` where ``gamma * sigma_max == 0`` and ``k > 0``; 0 at ``k == 0`` (empty product).
+
+    Examples:
+        >>> from gradlab import theory
+        >>> round(float(theory.log10_pascanu_bound(0.9, 10_000)), 2)  # 0.9**10000 underflows
+        -457.57
     """
     eta, k_arr = _bound_args(sigma_max, k, gamma)
     if eta == 0.0:
@@ -272,6 +282,13 @@ def mean_field_q_star(
 
     Returns:
         ``q*``: a float if all arguments are scalars, else an array of their broadcast shape.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> float(theory.mean_field_q_star(0.5))  # ordered phase without input: the state dies out
+        0.0
+        >>> bool(theory.mean_field_q_star(2.0) > 0)
+        True
     """
     sw, c, scalar = _sigmas(sigma_w, sigma_in, sigma_b)
     return _out(_map_scalar(_q_star, sw, c), scalar)
@@ -287,6 +304,13 @@ def mean_field_chi1(
     gradients vanish; ``chi_1 > 1``: chaotic phase, gradients explode.  With no input and
     no bias and ``sigma_w <= 1``, ``q* = 0`` and ``chi_1 = sigma_w^2`` exactly.
     Arguments as in :func:`mean_field_q_star`.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> float(theory.mean_field_chi1(1.0))  # the edge of chaos without input
+        1.0
+        >>> bool(theory.mean_field_chi1(1.0, sigma_in=1.0) < 1)  # input noise saturates tanh
+        True
     """
     sw, c, scalar = _sigmas(sigma_w, sigma_in, sigma_b)
     return _out(_map_scalar(_chi1, sw, c), scalar)
@@ -305,6 +329,11 @@ def mean_field_decay_rate(
     Since ``E||dL/dh_{T-k}||^2 ∝ chi_1^k``, ``ln||dL/dh_{T-k}|| ≈ const + k (1/2) ln chi_1``.
     Negative means vanishing (compare with the ``ln_decay_rate`` of :func:`memory_table`).
     ``-inf`` at ``sigma_w = 0``.  Arguments as in :func:`mean_field_q_star`.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> round(float(theory.mean_field_decay_rate(0.8)), 4)  # ½ ln 0.64
+        -0.2231
     """
     sw, c, scalar = _sigmas(sigma_w, sigma_in, sigma_b)
     return _out(_half_ln(_map_scalar(_chi1, sw, c)), scalar)
@@ -318,6 +347,11 @@ def mean_field_lyapunov(
     ``lambda_max = (1/2) ln chi_1``: a small perturbation ``delta h`` grows by
     ``||J delta h||^2 / ||delta h||^2 -> chi_1`` per step for a wide network (Poole et al.
     2016; Chen, Pennington & Schoenholz 2018).  Equal to :func:`mean_field_decay_rate`.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> round(float(theory.mean_field_lyapunov(0.8)), 4)
+        -0.2231
     """
     return mean_field_decay_rate(sigma_w, sigma_in, sigma_b)
 
@@ -331,6 +365,11 @@ def depth_scale(
     phase (steps for the squared norm to fall by ``e``), negative in the chaotic phase
     (``|xi|`` steps to grow by ``e``), ``inf`` exactly at ``chi_1 = 1`` and 0 at
     ``sigma_w = 0``.  The gradient NORM has scale ``2 xi``.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> round(float(theory.depth_scale(0.8)), 3)  # -1 / ln 0.64
+        2.241
     """
     sw, c, scalar = _sigmas(sigma_w, sigma_in, sigma_b)
     ln_chi = 2.0 * _half_ln(_map_scalar(_chi1, sw, c))
@@ -366,6 +405,13 @@ def edge_of_chaos(sigma_in: ArrayLike = 0.0, sigma_b: ArrayLike = 0.0) -> float 
     input or bias is present, so the root is sought above 1: the bracket ``[1, 2^m]`` is
     doubled until ``chi_1 > 1`` at its top.  ``chi_1`` rises with ``sigma_w`` (checked on a grid
     in the tests), so this crossing is the only one.
+
+    Examples:
+        >>> from gradlab import theory
+        >>> float(theory.edge_of_chaos())
+        1.0
+        >>> round(float(theory.edge_of_chaos(sigma_in=1.0)), 2)
+        1.86
     """
     _, c, scalar = _sigmas(1.0, sigma_in, sigma_b)
     out = np.array([_edge(float(ci)) for ci in c.ravel()]).reshape(c.shape)
@@ -385,6 +431,12 @@ def mean_field_table(
     "depth_scale"}, ``value``, ``source`` = "theory".  ``decay_rate`` and ``lyapunov`` are
     natural log per step of the gradient norm (``(1/2) ln chi_1``); ``depth_scale`` is
     ``-1 / ln chi_1`` (see :func:`depth_scale`).
+
+    Examples:
+        >>> from gradlab import theory
+        >>> t = theory.mean_field_table([0.5, 1.0, 2.0], sigma_in=1.0)
+        >>> sorted(t["quantity"].unique())
+        ['chi1', 'decay_rate', 'depth_scale', 'lyapunov', 'q_star']
     """
     gains = _nonneg("sigma_w_values", sigma_w_values, "W_ij ~ N(0, sigma_w^2 / N)").ravel()
     si_arr = _nonneg("sigma_in", sigma_in, "input std")
@@ -423,7 +475,13 @@ def mean_field_table(
 
 
 class DecayFit(NamedTuple):
-    """Least-squares line ``log10||dL/dh_{T-k}|| ≈ intercept + log10_rate * k``."""
+    """Least-squares line ``log10||dL/dh_{T-k}|| ≈ intercept + log10_rate * k``.
+
+    Returned by :func:`fit_decay_rate`. Fields: ``log10_rate`` (slope, log10 per step;
+    negative: vanishing), ``ln_rate`` (the same in natural log per step), ``intercept``
+    (fitted log10 norm at lag 0), ``r2`` (coefficient of determination), ``n_points``
+    (finite points used).
+    """
 
     log10_rate: float  # slope, log10 per step (negative: vanishing)
     ln_rate: float  # slope, natural log per step = log10_rate * ln 10
@@ -460,6 +518,14 @@ def fit_decay_rate(lag: ArrayLike, log10_norm: ArrayLike) -> DecayFit:
 
     Raises:
         ValueError: if fewer than two finite points remain, or the inputs are malformed.
+
+    Examples:
+        >>> import numpy as np
+        >>> from gradlab import theory
+        >>> lag = np.arange(20)
+        >>> fit = theory.fit_decay_rate(lag, -0.3 * lag)
+        >>> round(fit.log10_rate, 6), round(fit.r2, 6)
+        (-0.3, 1.0)
     """
     k, y = _curve(lag, log10_norm)
     keep = np.isfinite(y)
@@ -501,6 +567,13 @@ def memory_length(lag: ArrayLike, log10_norm: ArrayLike, fraction: float = 1e-3)
         The lag as a float; ``inf`` if the norm never falls that far within the measured lags
         (the memory is longer than the window: a lower bound only); NaN if the lag-``k_0``
         value is not finite (no reference).
+
+    Examples:
+        >>> import numpy as np
+        >>> from gradlab import theory
+        >>> lag = np.arange(20)
+        >>> theory.memory_length(lag, -0.5 * lag)  # 10^-3 is reached at lag 6
+        6.0
     """
     f = _check_fraction(fraction)
     k, y = _curve(lag, log10_norm)
@@ -533,6 +606,17 @@ def memory_table(df: pd.DataFrame, by: str | Sequence[str], fraction: float = 1e
         quantity in {"log10_decay_rate", "ln_decay_rate", "memory_length", "fit_r2"}.
         Fit quantities are NaN for a curve with fewer than two finite points;
         ``memory_length`` may be ``inf`` (see :func:`memory_length`).
+
+    Examples:
+        >>> import numpy as np, pandas as pd
+        >>> from gradlab import theory
+        >>> lag = np.arange(30)
+        >>> df = pd.concat([pd.DataFrame({"cell": c, "lag": lag, "value": r * lag})
+        ...                 for c, r in [("rnn_tanh", -0.3), ("lstm", -0.1)]])
+        >>> t = theory.memory_table(df, by="cell")
+        >>> # the LSTM curve does not fall 1000-fold within its 30 lags: inf (a lower bound)
+        >>> t[t["quantity"] == "memory_length"].set_index("cell")["value"].to_dict()
+        {'lstm': inf, 'rnn_tanh': 10.0}
     """
     f = _check_fraction(fraction)
     by = [by] if isinstance(by, str) else list(by)

@@ -325,19 +325,23 @@ def train(
             A task of structure "encoder_decoder" trains an :class:`EncoderDecoder` (recurrent
             cells only), every other task a :class:`SequenceModel`.
         seq_len: the task's length parameter.
-        hidden_size, num_layers: of the recurrent network.
+        hidden_size: of the recurrent network.
         steps: number of parameter updates.
-        batch_size, lr: per update.
+        batch_size: per update.
+        lr: learning rate.
         optimizer: "adam", "rmsprop" or "sgd" (torch.optim defaults besides ``lr``).
         clip_norm: rescale the gradient to total norm <= clip_norm (Pascanu et al. 2013).
         clip_value: clamp every gradient entry to [-clip_value, clip_value]; applied before
             ``clip_norm`` when both are given.
-        init, init_params: scheme and parameters for ``gradlab.init.apply_init`` on the
-            recurrent weights; the head gets nn.Linear's default distribution.
+        init: scheme for ``gradlab.init.apply_init`` on the recurrent weights; the head gets
+            nn.Linear's default distribution.
+        init_params: its parameters.
         seed: everything random (weights, training batches, evaluation batches) derives from it.
             On CPU two runs with the same arguments give identical tables; on CUDA, cuDNN's RNN
             kernels may differ in the last bits between runs.
         device: where the model and batches live.
+        num_layers: of the recurrent network (or the Transformer).
+        nhead: attention heads of the Transformer.
         track_every: every this many iterations (from 0), record the per-step gradient norms
             ||dL/dh_t|| of that iteration's backward pass with ``gradlab.Monitor``; None: never.
         eval_every: evaluate every this many iterations (from 0) and after the last update;
@@ -355,6 +359,13 @@ def train(
         DataFrame with columns iteration, quantity, step, layer, direction (0 forward,
         1 reverse), value (see the module docstring); step, layer and direction are nullable
         integers, <NA> where they do not apply.
+
+    Examples:
+        >>> from gradlab.train import train
+        >>> df = train("gru", "adding", seq_len=10, hidden_size=8, steps=5, batch_size=8, lr=1e-2,
+        ...            seed=0, track_every=2)
+        >>> sorted(df["quantity"].unique())
+        ['baseline', 'eval_loss', 'grad_norm', 'grad_norm_total', 'loss']
     """
     _positive("steps", steps, integer=True)
     _positive("batch_size", batch_size, integer=True)

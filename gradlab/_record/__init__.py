@@ -134,6 +134,18 @@ def record(
 
     The model's outputs and parameter gradients are those of the unrecorded model. On exit, even
     by exception, every hook and shadowed ``forward`` is removed: the model is exactly as before.
+
+    Examples:
+        >>> import torch, gradlab
+        >>> lstm = torch.nn.LSTM(3, 8, batch_first=True)
+        >>> with gradlab.record(lstm) as rec:
+        ...     out, _ = lstm(torch.randn(2, 20, 3))
+        ...     out[:, -1].sum().backward()
+        >>> df = rec.frame()
+        >>> sorted(df["quantity"].unique())
+        ['grad_norm', 'grad_norm_c']
+        >>> int(df["step"].max())
+        19
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"record: expected an nn.Module, got {type(model).__name__}")

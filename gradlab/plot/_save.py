@@ -32,6 +32,16 @@ def save(
     the same bytes as the first, and the same as a fresh figure from the same table. (Call
     ``fig.set_layout_engine("constrained")`` to lay it out again after editing it.) A suffix on
     ``path_stem`` that names one of ``formats`` is dropped. Parent folders are created.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> import tempfile, os
+        >>> lag = np.arange(20)
+        >>> ax = gplot.decay_curves(pd.DataFrame({"cell": "gru", "lag": lag, "value": -0.2 * lag}))
+        >>> paths = gplot.save(ax, os.path.join(tempfile.mkdtemp(), "decay"))
+        >>> [p.suffix for p in paths]
+        ['.png', '.svg']
     """
     if isinstance(fig, Axes):
         fig = fig.figure

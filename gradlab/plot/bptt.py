@@ -51,6 +51,16 @@ def bptt_by_lag(
     Optional: ``seed`` (line: geometric mean over seeds; band: 95% CI in log space or min–max),
     ``quantity``. ``normalize=True`` divides each curve by its sum over lags first (per seed), so
     the curves read as shares that sum to 1.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> lag = np.arange(40)
+        >>> df = pd.DataFrame({"cell": "rnn_tanh", "param": "weight_hh", "lag": lag,
+        ...                    "value": 0.5 ** lag})
+        >>> ax = gplot.bptt_by_lag(df, normalize=True)  # shares of the sum
+        >>> ax.get_yscale()
+        'log'
     """
     func = "bptt_by_lag"
     require(df, func, ["cell", "param", "lag", "value"], optional=["seed", "quantity"])

@@ -33,6 +33,16 @@ def decay_curves(
     ``band="minmax"``), ``init`` (one line style per init), ``quantity`` (pick one with
     ``quantity=``). With ``fits`` the least-squares slope of value on lag (all seeds pooled) of
     each line is written in the legend in log10 per step and drawn as a thin dashed line.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> lag = np.arange(50)
+        >>> df = pd.concat([pd.DataFrame({"cell": c, "lag": lag, "value": r * lag})
+        ...                 for c, r in [("rnn_tanh", -0.3), ("lstm", -0.2)]])
+        >>> ax = gplot.decay_curves(df)  # legend: fitted rate in log10 per step
+        >>> ax.get_xlabel()
+        'lag $k = T - t$ (steps)'
     """
     func = "decay_curves"
     require(df, func, ["cell", "lag", "value"], optional=["seed", "init", "quantity"])
@@ -108,6 +118,14 @@ def decay_heatmap(
     one sign a sequential map. ``quantity_label`` labels the colour bar and the title. Cells
     without rows read "n/a"; infinite values (log10 of an exactly zero gradient, a memory longer
     than the window) read "−∞" / "∞"; both are grey.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> df = pd.DataFrame({"init": ["default", "default", "chrono", "chrono"],
+        ...                    "cell": ["lstm", "gru", "lstm", "gru"],
+        ...                    "value": [-0.2, -0.2, -0.01, -0.02]})
+        >>> ax = gplot.decay_heatmap(df, row="init", col="cell")
     """
     func = "decay_heatmap"
     require(df, func, [row, col, value], optional=["seed", "quantity"], numeric=[value])

@@ -27,6 +27,13 @@ def flow_heatmaps(
     one with ``quantity=``, exact or unambiguous substring), ``seed`` (averaged in log space).
     The map is diverging and centred at 0 (‖·‖ = 1), symmetric, so red means exploding and blue
     vanishing; pairs with k > t (undefined) are masked and show the grey background.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> t, k = np.tril_indices(20)
+        >>> df = pd.DataFrame({"cell": "rnn_tanh", "t": t, "k": k, "value": -0.3 * (t - k)})
+        >>> fig = gplot.flow_heatmaps(df)
     """
     func = "flow_heatmaps"
     require(df, func, ["cell", "t", "k", "value"], optional=["quantity", "seed"])

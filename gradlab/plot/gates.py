@@ -30,6 +30,15 @@ def gate_saturation(
     "gate_saturated_frac"}, ``value``. Only rows of ``quantity`` are drawn. Optional ``seed``:
     line = mean over seeds, band = 95% CI (or min–max). Gates that do the same job share a
     colour across cells (LSTM f and GRU z keep memory).
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> step = np.arange(30)
+        >>> df = pd.concat([pd.DataFrame({"cell": "lstm", "init": "default", "gate": g, "step": step,
+        ...                               "quantity": "gate_saturated_frac", "value": v * step / 30})
+        ...                 for g, v in [("i", 0.2), ("f", 0.5), ("g", 0.3), ("o", 0.1)]])
+        >>> fig = gplot.gate_saturation(df)
     """
     func = "gate_saturation"
     require(df, func, ["cell", "init", "gate", "step", "quantity", "value"], optional=["seed"])
@@ -113,6 +122,21 @@ def gates_over_training(
     Required columns: ``init``, ``iteration``, ``quantity``, ``value``; ``gate`` and ``unit``
     for (a)/(b), ``step`` for (c); optional ``seed`` (bands: 95% CI over seeds, bootstrap by
     default). A panel whose rows are missing is left empty with a note.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> it = np.arange(0, 100, 20)
+        >>> rows = [pd.DataFrame({"iteration": i, "quantity": "forget_timescale", "gate": "f",
+        ...                       "unit": np.arange(8), "value": np.linspace(1, 5 + i / 10, 8)})
+        ...         for i in it]
+        >>> rows += [pd.DataFrame({"iteration": it, "quantity": "gate_saturated_frac", "gate": g,
+        ...                        "value": v * it / 100}) for g, v in [("f", 0.6), ("i", 0.3)]]
+        >>> rows += [pd.DataFrame({"iteration": it, "quantity": "grad_norm", "step": 0,
+        ...                        "value": 1e-4 * (1 + it / 20)}),
+        ...          pd.DataFrame({"iteration": it, "quantity": "accuracy", "value": it / 120})]
+        >>> df = pd.concat(rows).assign(init="chrono")
+        >>> fig = gplot.gates_over_training(df, horizon=20, chance=1 / 8, band=None)
     """
     func = "gates_over_training"
     require(df, func, ["init", "iteration", "quantity", "value"],

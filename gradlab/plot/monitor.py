@@ -62,6 +62,14 @@ def decay_over_training(
     that still repeat an (iteration, step) pair are a ValueError. ``iterations`` picks the
     iterations to draw (default: ``n`` spread over the run, first and last included). The y axis
     is logarithmic; non-positive or non-finite values are left out of a line.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> it, step = np.meshgrid(np.arange(0, 100, 10), np.arange(30), indexing="ij")
+        >>> df = pd.DataFrame({"iteration": it.ravel(), "step": step.ravel(),
+        ...                    "value": 10.0 ** (-0.2 * (29 - step.ravel()) * (1 - it.ravel() / 200))})
+        >>> ax = gplot.decay_over_training(df, n=4)
     """
     func = "decay_over_training"
     require(df, func, ["iteration", "step", "value"], optional=list(filters))
@@ -107,6 +115,16 @@ def summary_over_training(
     ``call``, ``layer``, ``direction``: one line per recurrent layer. A memory length of inf
     (the norm never fell 1000× within the sequence) is drawn as an upward triangle at the
     sequence length ``seq_len`` (a dotted line), or at the top edge of its panel without it.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> it = np.arange(0, 100, 10)
+        >>> df = pd.concat([pd.DataFrame({"iteration": it, "quantity": q, "value": v})
+        ...                 for q, v in [("ln_decay_rate", -0.5 + it / 400),
+        ...                              ("memory_length", 14 + it / 10),
+        ...                              ("log10_grad_ratio", -6 + it / 40)]])
+        >>> fig = gplot.summary_over_training(df, seq_len=50)
     """
     func = "summary_over_training"
     require(df, func, ["iteration", "quantity", "value"], optional=list(_RUN_KEYS))

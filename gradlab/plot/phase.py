@@ -47,6 +47,14 @@ def gain_phase_diagram(
     drawn as dashed lines (one per input std; a single line when both quantities agree).
     Where a theory line crosses 0 (linear interpolation) a dotted vertical line marks the edge of
     chaos, and its σ_w is written in the legend. Other quantities are ignored.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> from gradlab import theory
+        >>> th = theory.mean_field_table(np.linspace(0.5, 3, 26), sigma_in=1.0)
+        >>> measured = th[th["quantity"] == "decay_rate"].iloc[::5]  # stand-in for measurements
+        >>> ax = gplot.gain_phase_diagram(measured, th)
     """
     func = "gain_phase_diagram"
     cols = ["gain", "input_std", "quantity", "value"]

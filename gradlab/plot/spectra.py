@@ -24,6 +24,14 @@ def singular_value_spectra(
     drawable on a log axis and are dropped). Optional ``seed``: the line is the geometric mean
     over seeds at each rank, the band min–max (``band="minmax"``) or a 95% CI in log space.
     A dotted line marks σ = 1 (norm preserving): orthogonal inits stay on it, others fan out.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> df = pd.DataFrame({"init": "default", "cell": "rnn_tanh", "k": np.repeat([1, 10], 8),
+        ...                    "index": np.tile(np.arange(8), 2),
+        ...                    "value": np.r_[0.9 ** np.arange(8), 0.9 ** (10 * np.arange(1, 9))]})
+        >>> fig = gplot.singular_value_spectra(df)
     """
     func = "singular_value_spectra"
     require(df, func, ["init", "cell", "k", "index", "value"], optional=["seed"])

@@ -58,6 +58,18 @@ def structure_panels(
     credit: ``task``, ``cell``, ``module``, ``lag``, ``value`` (log10 of the credit loss t
         gives step t − lag, relative to its direct term) [``seed``]; encoder rows dashed.
     Lines are means over seeds, bands bootstrap 95% confidence intervals of the mean.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+        >>> it, k, lag = np.arange(0, 101, 10), np.arange(20), np.arange(15)
+        >>> one = {"task": "ucr", "cell": "lstm"}
+        >>> metric = pd.DataFrame({**one, "iteration": it, "value": 1.2 - 0.008 * it})
+        >>> profile = pd.concat([pd.DataFrame({**one, "stage": s, "step": k, "value": r * (19 - k)})
+        ...                      for s, r in [("init", -0.2), ("trained", -0.05)]])
+        >>> credit = pd.DataFrame({**one, "module": "rnn", "lag": lag, "value": -0.2 * lag})
+        >>> fig = gplot.structure_panels(metric, profile, credit, row_titles={"ucr": "many-to-one"})
+        >>> len(fig.axes)  # one row (task) of three panels
+        3
     """
     func = "structure_panels"
     require(metric, func, ["task", "cell", "iteration", "value"], optional=["seed"])
@@ -153,6 +165,15 @@ def length_effect(
     baselines: ``baseline``, ``seq_len``, ``value`` (accuracy of a non-recurrent reference, e.g.
         "majority", "1nn_euclidean", "1nn_dtw"); grey lines with markers.
     Both x axes are logarithmic; lines are means over seeds, bands bootstrap 95% CIs.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+        >>> T = np.array([25, 50, 100, 150])
+        >>> acc = pd.DataFrame({"cell": "lstm", "seq_len": T, "value": [0.9, 0.85, 0.7, 0.6]})
+        >>> grad = pd.concat([pd.DataFrame({"cell": "lstm", "seq_len": T, "stage": s, "value": r * T})
+        ...                   for s, r in [("init", -0.2), ("trained", -0.05)]])
+        >>> knn = pd.DataFrame({"baseline": "1nn_euclidean", "seq_len": T, "value": 0.9})
+        >>> fig = gplot.length_effect(acc, grad, knn)
     """
     func = "length_effect"
     require(accuracy, func, ["cell", "seq_len", "value"], optional=["seed"])

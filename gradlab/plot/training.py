@@ -65,6 +65,16 @@ def training_curves(
     ``quantity="accuracy"`` draws the "accuracy" rows instead (linear y in [0, 1]; no baseline)
     with ``chance``, if given, as the dashed reference line (e.g. 1/8 for copy-memory).
     ``quantity="eval_loss"`` draws the evaluation loss.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> it = np.arange(100)
+        >>> df = pd.concat([
+        ...     pd.DataFrame({"iteration": it, "quantity": "loss", "value": 0.2 * np.exp(-it / 30)}),
+        ...     pd.DataFrame({"iteration": [0], "quantity": "baseline", "value": [1 / 6]}),
+        ... ]).assign(task="adding", cell="lstm", seq_len=50, clip=1.0)
+        >>> fig = gplot.training_curves(df)
     """
     func = "training_curves"
     cols = ["task", "cell", "seq_len", "clip", "iteration", "quantity", "value"]
@@ -162,6 +172,14 @@ def training_grad_heatmap(
     ``filters`` select one run by column value (e.g. ``cell="lstm", seed=0``); rows that still
     repeat an (iteration, step) pair are a ValueError, since the table mixes runs.
     Non-positive values are not drawable on a log scale and show the grey background.
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> it, step = np.meshgrid(np.arange(0, 100, 10), np.arange(30), indexing="ij")
+        >>> df = pd.DataFrame({"iteration": it.ravel(), "step": step.ravel(),
+        ...                    "value": 10.0 ** (-0.2 * (29 - step.ravel()))})
+        >>> ax = gplot.training_grad_heatmap(df)
     """
     func = "training_grad_heatmap"
     require(df, func, ["iteration", "step", "value"], optional=["quantity", *filters])

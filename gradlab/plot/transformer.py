@@ -38,6 +38,14 @@ def input_gradient_curves(
     a curve falls below float32's smallest normal number (10^−37.9) a dotted guide marks it: a
     float32 backward pass flushes such gradients to zero (gradlab computes them in log space).
     ``labels`` maps arch to its legend text (default: the architecture's name).
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> lag = np.arange(300)
+        >>> df = pd.concat([pd.DataFrame({"arch": a, "stage": "init", "lag": lag, "value": v})
+        ...                 for a, v in [("lstm", -0.2 * lag), ("transformer", -2 + 0 * lag)]])
+        >>> fig = gplot.input_gradient_curves(df)
     """
     func = "input_gradient_curves"
     require(df, func, ["arch", "stage", "lag", "value"], optional=["seed"])
@@ -90,6 +98,14 @@ def length_sweep(
     no-memory baseline: 1 = nothing remembered, 0 = solved); optional ``seed`` (line: mean,
     band: min–max over seeds, markers: each seed). Both axes are logarithmic. ``labels``
     maps (task, arch) to the legend text (e.g. with the parameter count).
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> df = pd.DataFrame({"task": "adding", "arch": np.repeat(["lstm", "gru"], 3),
+        ...                    "seq_len": np.tile([10, 30, 100], 2),
+        ...                    "value": [0.01, 0.5, 1.0, 0.01, 0.02, 0.05]})
+        >>> fig = gplot.length_sweep(df)
     """
     func = "length_sweep"
     require(df, func, ["task", "arch", "seq_len", "value"], optional=["seed"])
@@ -150,6 +166,16 @@ def parallel_timing(
 
     Required columns: ``arch``, ``seq_len``, ``ms_median``, ``sequential_steps``; optional
     ``ms_min``, ``ms_max`` (drawn as a band).
+
+    Examples:
+        >>> import numpy as np, pandas as pd, gradlab.plot as gplot
+
+        >>> T = np.array([16, 64, 256, 1024])
+        >>> df = pd.concat([pd.DataFrame({"arch": "lstm", "seq_len": T, "ms_median": 0.1 * T,
+        ...                               "sequential_steps": T}),
+        ...                 pd.DataFrame({"arch": "transformer", "seq_len": T,
+        ...                               "ms_median": 1e-3 * T**2, "sequential_steps": 2})])
+        >>> fig = gplot.parallel_timing(df)
     """
     func = "parallel_timing"
     require(df, func, ["arch", "seq_len", "ms_median", "sequential_steps"],
