@@ -946,7 +946,7 @@ def _real_length(df: pd.DataFrame):
     from gradlab import plot
 
     runs = df[df["experiment"] == "real_length"]
-    base = df[df["experiment"] == "ucr_baselines"]
+    base = df[df["experiment"] == "real_baselines"]
     acc = _final(runs, "accuracy").assign(seq_len=lambda d: d["len_ucr"].astype(int))
     acc = acc[["cell", "seq_len", "seed", "value"]]
     g = _q(runs, "grad_norm")
@@ -1021,7 +1021,7 @@ FIGURES: tuple[_Figure, ...] = (
     _Figure("structures", "structures", "The four RNN structures on real data: metric, "
             "gradient per step, credit per loss", _structures),
     _Figure("real_length", "real_length", "Sequence length on real data: accuracy and the "
-            "gradient at step 0", _real_length, also=("ucr_baselines",)),
+            "gradient at step 0", _real_length, also=("real_baselines",)),
     _Figure("parallel", "parallel", "Why the Transformer: the parallelism limit (wall time and "
             "sequential steps against T)", _parallel, source="benchmarks/parallel-cpu.csv"),
 )

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
 EXPECTED = ["bptt", "decay", "flow_map", "gain", "gates", "init", "input_grad", "long_dependency",
-            "real_length", "seq_len", "spectra", "structures", "training", "ucr_baselines"]
+            "real_baselines", "real_length", "seq_len", "spectra", "structures", "training"]
 
 
 @functools.cache
@@ -386,8 +386,8 @@ def test_structures_rows_per_task_and_credit_against_credit_map(quick):
     np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_real_length_and_ucr_baselines_rows(quick):
-    df, base = quick["real_length"], quick["ucr_baselines"]
+def test_real_length_and_real_baselines_rows(quick):
+    df, base = quick["real_length"], quick["real_baselines"]
     assert set(df["len_ucr"]) == set(base["seq_len"])
     acc = _q(df, "accuracy")
     assert acc["value"].between(0, 1).all()
