@@ -889,7 +889,8 @@ def _structures(df: pd.DataFrame):
     keys = ["task", "cell"]
     metric = _relative_metric(df, keys)
     profile = _profile(df, keys)
-    credit = _q(df, "log10_credit")[[*keys, "seed", "module", "lag", "value"]]
+    credit = _q(df, "log10_credit")
+    credit = credit[credit["stage"] == "trained"][[*keys, "seed", "module", "lag", "value"]]
     floors = {}
     if "generate" in set(df["task"]) and not _q(df[df["task"] == "generate"], "floor").empty:
         g = df[df["task"] == "generate"]
@@ -910,7 +911,8 @@ def _structures(df: pd.DataFrame):
                 keys)  # fmt: skip
     acc = _final(df, "accuracy")
     accs = _boot(acc, keys) if not acc.empty else None
-    reach = _boot(_q(df, "credit_reach"), [*keys, "module"])
+    reach = _q(df, "credit_reach")
+    reach = _boot(reach[reach["stage"] == "trained"], [*keys, "module"])
     parts = []
     for task in [t for t in ("ucr", "chars", "reverse", "generate") if t in set(df["task"])]:
         cells = _cells(fin.loc[task].index)
@@ -949,17 +951,9 @@ def _real_length(df: pd.DataFrame):
     base = df[df["experiment"] == "real_baselines"]
     acc = _final(runs, "accuracy").assign(seq_len=lambda d: d["len_ucr"].astype(int))
     acc = acc[["cell", "seq_len", "seed", "value"]]
-    g = _q(runs, "grad_norm")
-    g = g[g["iteration"] == g.groupby("point")["iteration"].transform("min")]
-    T = g["len_ucr"]
-    g0 = g[g["step"] == 0].set_index(["cell", "len_ucr", "seed"])["value"]
-    gl = g[g["step"] == T - 1].set_index(["cell", "len_ucr", "seed"])["value"]
-    with np.errstate(divide="ignore"):
-        init = np.log10(g0 / gl).rename("value").reset_index().assign(stage="init")
-    cr = _q(runs, "log10_credit")
+    cr = _q(runs, "log10_credit")  # one loss (the last step): lag T-1 is step 0
     cr = cr[cr["lag"] == cr["len_ucr"] - 1]
-    trained = cr[["cell", "len_ucr", "seed", "value"]].assign(stage="trained")
-    grad = pd.concat([init, trained], ignore_index=True).rename(columns={"len_ucr": "seq_len"})
+    grad = cr[["cell", "len_ucr", "seed", "stage", "value"]].rename(columns={"len_ucr": "seq_len"})
     grad["seq_len"] = grad["seq_len"].astype(int)
     bl = None
     if not base.empty:

@@ -921,7 +921,7 @@ def _credit_rows(model, task, x, y) -> pd.DataFrame:
 
 @study(
     "structure",
-    version=1,
+    version=2,
     params={
         "task": Param(str, allowed=_STRUCTURE_TASKS,
                       doc="ucr (many-to-one), chars (synchronized many-to-many), reverse "
@@ -953,7 +953,8 @@ def structure_study(point: dict[str, Any]) -> pd.DataFrame:
     text tasks); every ``track_every`` updates "grad_norm" ||dL/dh_k|| per step k (batch mean;
     "grad_norm_c" for the LSTM cell; the encoder-decoder's encoder steps 0..S-1 and decoder
     steps S..S+T-1 on one axis). After training, on ``credit_batch`` test samples, the lecture's
-    double sum term by term (gradlab.credit_map, layer 0): "log10_credit" per (module, lag) =
+    double sum term by term (gradlab.credit_map, layer 0; column ``stage``: "trained", and
+    "init" for the same weights before the first update): "log10_credit" per (module, lag) =
     the median over loss steps t of log10 ‖∂L_t/∂s_{t-lag}‖ − log10 ‖∂L_t/∂s_t‖ (encoder rows:
     lag counted from the decoder's step t through the encoder's last state), and
     "credit_reach" per module = the median over t of the largest lag still ≥ 1% of the direct
@@ -970,6 +971,7 @@ def structure_study(point: dict[str, Any]) -> pd.DataFrame:
     T = p[f"len_{p['task']}"]
     task_params = ({"dataset": p["dataset"]} if p["task"] == "ucr" else
                    {"dataset": p["gen_dataset"]} if p["task"] == "generate" else None)  # fmt: skip
+    init_model = _initial_model(p, T, task_params)
     table, model = train(
         p["cell"], p["task"], seq_len=T, hidden_size=p["hidden_size"],
         steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
@@ -987,7 +989,22 @@ def structure_study(point: dict[str, Any]) -> pd.DataFrame:
     train_rows = table.drop(columns=["layer", "direction"])
     train_rows = train_rows[~train_rows["quantity"].isin(["loss", "grad_norm_total",
                                                          "grad_norm_clipped"])]  # fmt: skip
-    return pd.concat([train_rows, _credit_rows(model, task, x, y), extra], ignore_index=True)
+    credit = [_credit_rows(m, task, x, y).assign(stage=stage)
+              for stage, m in (("init", init_model), ("trained", model))]  # fmt: skip
+    return pd.concat([train_rows, *credit, extra], ignore_index=True)
+
+
+def _initial_model(p: dict[str, Any], T: int, task_params):
+    """The model ``train`` starts from for point ``p`` (the same weights: train's own seeds)."""
+    import torch
+
+    from gradlab.tasks import make_task
+    from gradlab.train import _make_model, _seeds
+
+    seed_params, seed_data, _ = _seeds(p["seed"])
+    task = make_task(p["task"], T, seed=seed_data, **(task_params or {}))
+    return _make_model(p["cell"], task, p["hidden_size"], 1, 4, "default", None, seed_params,
+                       torch.device("cpu"))  # fmt: skip
 
 
 @study(
