@@ -13,6 +13,11 @@ export MPLBACKEND := Agg
 # idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads made
 # small torch operations up to 1000x slower
 export OMP_WAIT_POLICY ?= PASSIVE
+# pip installs without byte-compiling every file of every package (torch has thousands): Python
+# compiles the modules a run imports, once, on first import, and keeps them; so .pyc files must
+# be writable here even where the shell sets PYTHONDONTWRITEBYTECODE
+unexport PYTHONDONTWRITEBYTECODE
+PIP    := $(PY) -m pip install -q --no-compile
 
 .PHONY: setup test figures bench lint docs clean-results
 
@@ -21,13 +26,13 @@ setup: $(STAMP)
 # gradlab, its own dependencies and the real-data extra: all that make figures and make bench need
 $(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[data]"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) "$(TORCH)"
+	$(PIP) -e ".[data]"
 	touch $(CORE)
 
 # plus the test, lint and integration extras (pytest, ruff, Ray, TensorBoard, Lightning)
 $(STAMP): $(CORE)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 
 test: $(STAMP)

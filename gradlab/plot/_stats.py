@@ -119,11 +119,30 @@ def summarise(
 
 
 def _bootstrap_bands(d: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """lo and hi of ``bootstrap_ci`` of column ``_v`` per group (groups sorted as groupby)."""
-    cis = [bootstrap_ci(g.to_numpy()) for _, g in d.groupby(keys, sort=True, observed=True)["_v"]]
-    if not cis:
-        return np.array([]), np.array([])
-    _, lo, hi = np.array(cis).T
+    """lo and hi of ``bootstrap_ci`` of column ``_v`` per group (groups sorted as groupby).
+
+    Groups with the same number of values n share ``bootstrap_ci``'s resampling index (seeded
+    by n), so they are resampled together: one (G, resamples, n) gather per n instead of a
+    Python call per group; each group's numbers are those ``bootstrap_ci`` gives it.
+    """
+    code = d.groupby(keys, sort=True, observed=True).ngroup().to_numpy()  # group of each row
+    order = np.argsort(code, kind="stable")
+    bounds = np.flatnonzero(np.diff(code[order])) + 1
+    groups = np.split(d["_v"].to_numpy(dtype=float)[order], bounds) if len(code) else []
+    lo, hi = np.full(len(groups), np.nan), np.full(len(groups), np.nan)
+    sizes = np.array([len(g) for g in groups], dtype=int)
+    for n in np.unique(sizes):
+        at = np.flatnonzero(sizes == n)
+        v = np.sort(np.stack([groups[i] for i in at]), axis=1)  # (G, n), as bootstrap_ci
+        mean = v.mean(axis=1)
+        if n == 1:
+            lo[at], hi[at] = mean, mean
+            continue
+        means = v[:, _resample_index(int(n), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)].mean(axis=2)
+        q = np.quantile(means, [0.025, 0.975], axis=1)  # (2, G)
+        equal = np.all(v == v[:, :1], axis=1)
+        lo[at] = np.where(equal, mean, np.minimum(q[0], mean))
+        hi[at] = np.where(equal, mean, np.maximum(q[1], mean))
     return lo, hi
 
 
