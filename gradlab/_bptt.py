@@ -103,9 +103,23 @@ def terms(
         got["bias_ih"] = g_ih.sum(0)
         got["bias_hh"] = g_hh.sum(0)
         for k in names:
-            norms[k].append(torch.linalg.vector_norm(got[k].flatten(1), dim=-1))
+            norms[k].append(_scaled_norm(got[k].flatten(1)))
             if keep:
                 kept[k].append(got[k])
     out_n = {k: torch.cat(v) for k, v in norms.items()}
     out_t = {k: torch.cat(v) for k, v in kept.items()} if keep else None
     return out_n, out_t
+
+
+def _scaled_norm(x: Tensor) -> Tensor:
+    """‖x_i‖₂ per row of x (n, m). A plain sum of squares underflows to 0 once the entries fall
+    below ~1e-154 in float64 (1e-19 in float32), long before the terms themselves do; such
+    rows are recomputed as a·‖x_i/a‖ with a = max |x_i| (the others keep the plain value)."""
+    plain = torch.linalg.vector_norm(x, dim=-1)  # (n,)
+    a = x.abs().amax(dim=-1)  # (n,)
+    lost = (plain == 0) & (a > 0)
+    if not bool(lost.any()):
+        return plain
+    safe = torch.where(lost, a, torch.ones_like(a)).unsqueeze(-1)
+    scaled = torch.linalg.vector_norm(x / safe, dim=-1) * safe.squeeze(-1)
+    return torch.where(lost, scaled, plain)

@@ -98,3 +98,22 @@ def test_no_bias_and_errors():
         analysis.bptt_by_lag(m, x, loss="mean")
     with pytest.raises(ValueError, match=r"bptt_by_lag: argument `loss` did not return a scalar"):
         analysis.bptt_by_lag(m, x, loss=lambda h: h)
+
+
+def test_term_norms_do_not_underflow_before_the_terms_do():
+    """Far terms below 1e-154 (where a plain sum of squares underflows in float64) still get
+    their norm: compared with the norm of the same term rescaled by 1e200 first."""
+    torch.manual_seed(0)
+    net = torch.nn.RNN(3, 8, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        net.weight_hh_l0.mul_(0.05)  # a strongly contracting recurrence: -1.3 decades per step
+    x = torch.randn(2, 300, 3, dtype=torch.float64)
+    df, terms = analysis.bptt_by_lag(net, x, return_terms=True)
+    w = df[df["param"] == "weight_hh"].set_index("lag")["value"]
+    t = terms["weight_hh"]  # (n, 8, 8), step order
+    tiny = [k for k in range(t.shape[0]) if 0 < t[k].abs().max() < 1e-160]
+    assert tiny, "the test needs terms below 1e-160"
+    for k in tiny[:5]:
+        lag = 299 - int(terms["step"][k])
+        want = float(torch.linalg.vector_norm(t[k] * 1e200)) / 1e200
+        assert w.loc[lag] == pytest.approx(want, rel=1e-12)

@@ -286,8 +286,9 @@ print(f"share of the terms' norms at lags < 10: {wh[wh.index < 10].sum() / wh.su
       f"lag 100: {wh.loc[100]:.1e}")
 
 # %% [markdown]
-# The terms shrink geometrically with the lag (a straight line on the log axis; the T = 1,000
-# curve ends where the terms underflow float64): at T = 1,000 the gradient of W_h is made of its
+# The terms shrink geometrically with the lag (a straight line on the log axis; at T = 1,000
+# the last ones are near float64's smallest numbers, and a few hundred steps further they
+# underflow to an exact 0): at T = 1,000 the gradient of W_h is made of its
 # first few lags; what happened 100 steps back contributes a vanishing fraction of it
 # (printed above; far enough back a term underflows even float64 and reads 0). The network can
 # only learn from what its gradient sees, so it learns short dependencies. That is the vanishing
