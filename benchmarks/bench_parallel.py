@@ -119,7 +119,8 @@ def write(rows: list[dict], device, threads: int, batch: int, out: Path, cmd: st
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: vm / {platform.machine()} / {os.cpu_count()} CPU cores (shared), "
-        f"{threads} torch thread(s)",
+        f"{threads} torch thread(s); load average (1/5/15 min) when the table was written: "
+        + " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (this run adds about 1)",
         f"- torch {torch.__version__}, Python {platform.python_version()}",
         f"- command: `{cmd}`",
         f"- B = {batch}, I = {I}, float32; RNNs: H = {H}, one layer (fused PyTorch kernels); "
@@ -146,8 +147,8 @@ def write(rows: list[dict], device, threads: int, batch: int, out: Path, cmd: st
         "again in the backward pass; a Transformer layer computes all T positions in one step.",
         "- On a CPU with few threads the hardware has little parallelism to offer, so wall time "
         "follows the amount of work: O(T·H²) for an RNN, O(T·d² + T²·d) for causal attention.",
-        "- The 2-core machine is shared: other jobs ran during the measurement, so single "
-        "repeats scatter widely (see min–max); the medians are what the figure draws.",
+        "- On a shared machine single repeats scatter when other jobs run (see min–max); the "
+        "medians are what the figure draws. The load average is in the header.",
         "- The models have equal width (H = d_model = 64), not equal parameter counts: this "
         "table is about time per sequence length; the equal-budget comparison of what each "
         "learns is `experiments/long_dependency.toml`.",
