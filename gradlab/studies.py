@@ -948,8 +948,9 @@ def _credit_rows(model, task, x, y) -> pd.DataFrame:
 def structure_study(point: dict[str, Any]) -> pd.DataFrame:
     """One of the lecture's four structures on real data, trained by gradlab.train.train.
 
-    The task's length is its own parameter ``len_<task>`` (a grid crosses tasks). Rows of the training table (gradlab.train): per evaluation "eval_loss" (UCR tasks: the
-    whole test split), "baseline" (the task's no-memory loss), "accuracy" (classification and
+    The task's length is its own parameter ``len_<task>`` (a grid crosses tasks). Rows of the
+    training table (gradlab.train): per evaluation "eval_loss" (UCR tasks: the whole test
+    split), "baseline" (the task's no-memory loss), "accuracy" (classification and
     text tasks); every ``track_every`` updates "grad_norm" ||dL/dh_k|| per step k (batch mean;
     "grad_norm_c" for the LSTM cell; the encoder-decoder's encoder steps 0..S-1 and decoder
     steps S..S+T-1 on one axis). After training, on ``credit_batch`` test samples, the lecture's

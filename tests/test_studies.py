@@ -396,3 +396,17 @@ def test_real_length_and_real_baselines_rows(quick):
     chance = _q(df, "chance_accuracy")["value"].unique()
     maj = base[base["baseline"] == "majority"]["value"].unique()
     np.testing.assert_allclose(chance, maj)  # the task's majority class is aeon's split's
+
+
+@pytest.mark.parametrize("task, T", [("chars", 10), ("reverse", 4), ("ucr", 20)])
+def test_structure_init_credit_is_taken_from_trains_own_starting_weights(task, T):
+    """The "init" credit rows are computed on the weights train starts from: an Adam step
+    with lr 1e-30 leaves them unchanged, so they must equal _initial_model's exactly."""
+    from gradlab.train import train
+
+    tp = {"dataset": "GunPoint"} if task == "ucr" else None
+    m0 = studies._initial_model({"seed": 3, "task": task, "cell": "gru", "hidden_size": 8}, T, tp)
+    _, m1 = train("gru", task, seq_len=T, hidden_size=8, steps=1, batch_size=4, lr=1e-30,
+                  seed=3, task_params=tp, return_model=True)  # fmt: skip
+    for a, b in zip(m0.parameters(), m1.parameters(), strict=True):
+        assert torch.equal(a, b)
