@@ -906,9 +906,8 @@ def _structures(df: pd.DataFrame):
               f"{_one(df, 'hidden_size')}$, {_one(df, 'steps')} updates, {_seeds(df)})",
     )  # fmt: skip
     # readings, every number from the table
-    fin = _boot(_final(metric.assign(point=metric["task"] + metric["cell"]
-                                     + metric["seed"].astype(str), quantity="m"), "m"),
-                keys)  # fmt: skip
+    last = metric.groupby([*keys, "seed"])["iteration"].transform("max")
+    fin = _boot(metric[metric["iteration"] == last], keys)  # each run's last evaluation
     acc = _final(df, "accuracy")
     accs = _boot(acc, keys) if not acc.empty else None
     reach = _q(df, "credit_reach")

@@ -17,7 +17,6 @@ from gradlab._experiment import (
     Summary,
     load_experiment,
     load_results,
-    run_experiment,
     run_experiments,
 )
 
@@ -94,9 +93,10 @@ def _report(summary: Summary) -> None:
             print("  " + failure.traceback.rstrip().replace("\n", "\n  "), file=sys.stderr)
 
 
-def _run(args: argparse.Namespace, experiment: str | Path) -> Summary:
-    summary = run_experiment(
-        experiment,
+def _run(args: argparse.Namespace, experiments: list[str | Path]) -> list[Summary]:
+    """Run the experiments' missing points through one executor; report each; the summaries."""
+    summaries = run_experiments(
+        experiments,
         scale=args.scale,
         results_dir=args.results,
         executor=args.executor,
@@ -105,12 +105,13 @@ def _run(args: argparse.Namespace, experiment: str | Path) -> Summary:
         progress=args.progress,
         experiments_dir=args.experiments,
     )
-    _report(summary)
-    return summary
+    for summary in summaries:
+        _report(summary)
+    return summaries
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return 0 if _run(args, args.experiment).ok else 1
+    return 0 if _run(args, [args.experiment])[0].ok else 1
 
 
 def _discover(args: argparse.Namespace) -> tuple[list[Experiment], list[ExperimentError]]:
@@ -169,18 +170,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         _err(f"no experiment files in {args.experiments}")
         return 1
     todo = [exp.path for exp in good if _n_done(exp, args.results) < len(exp.points)]
-    summaries = run_experiments(
-        todo,
-        scale=args.scale,
-        results_dir=args.results,
-        executor=args.executor,
-        jobs=args.jobs,
-        address=args.address,
-        progress=args.progress,
-        experiments_dir=args.experiments,
-    ) if todo else []  # fmt: skip
-    for summary in summaries:
-        _report(summary)
+    summaries = _run(args, todo) if todo else []
     if not all(s.ok for s in summaries):
         _err("some points failed; figures not drawn")
         return 1

@@ -91,10 +91,8 @@ class SequenceModel(nn.Module):
             raise ValueError(f"unknown cell {cell!r}; available: {', '.join(CELLS)}")
         if readout not in ("last", "all"):
             raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
-        for n, v in [("input_size", input_size), ("hidden_size", hidden_size),
-                     ("output_size", output_size), ("num_layers", num_layers)]:  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SequenceModel: {n} must be a positive integer, got {v!r}")
+        _check_sizes("SequenceModel", input_size=input_size, hidden_size=hidden_size,
+                     output_size=output_size, num_layers=num_layers)  # fmt: skip
         if cell == "transformer":
             from gradlab.models import Transformer
 
@@ -119,6 +117,13 @@ class SequenceModel(nn.Module):
         if self.readout == "last":
             return self.head(out[:, -1])  # (B, O)
         return self.head(out)  # (B, T, O)
+
+
+def _check_sizes(owner: str, **sizes: Any) -> None:
+    """ValueError naming ``owner`` and the first size that is not a positive integer."""
+    for n, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{owner}: {n} must be a positive integer, got {v!r}")
 
 
 def _stock_rnn(cell: str, input_size: int, hidden_size: int, **kw) -> nn.Module:
@@ -166,11 +171,9 @@ class EncoderDecoder(nn.Module):
             raise ValueError(f"EncoderDecoder: unknown recurrent cell {cell!r}; available: "
                              f"{recurrent}")  # fmt: skip
         dec_in = input_size if decoder_input_size is None else decoder_input_size
-        for n, v in [("input_size", input_size), ("decoder_input_size", dec_in),
-                     ("hidden_size", hidden_size), ("output_size", output_size),
-                     ("num_layers", num_layers)]:  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"EncoderDecoder: {n} must be a positive integer, got {v!r}")
+        _check_sizes("EncoderDecoder", input_size=input_size, decoder_input_size=dec_in,
+                     hidden_size=hidden_size, output_size=output_size,
+                     num_layers=num_layers)  # fmt: skip
         kw = dict(num_layers=num_layers, device=device, dtype=dtype)
         self.encoder = _stock_rnn(cell, input_size, hidden_size, **kw)
         self.decoder = _stock_rnn(cell, dec_in, hidden_size, **kw)
