@@ -541,12 +541,13 @@ def _training(df: pd.DataFrame):
             + "; ".join(parts)
             + "."
         )
-    clips, B, n = df["clip_norm"].unique(), _one(df, "batch_size"), _one(df, "copy_length")
-    if len(clips) == 1 and B is not None and n is not None:
+    clips, B = df["clip_norm"].unique(), _one(df, "batch_size")
+    if len(clips) == 1 and B is not None:
+        n = _one(df, "copy_length") if "copy" in set(df["task"]) else None
+        copy = "" if n is None else f", {n} symbols to copy instead of the paper's 10"
         sentences.append(
             f"Traded to keep `make figures` short: one clipping setting ({_g(clips[0])}), batch "
-            f"{B}, {steps} updates, {n} symbols to copy instead of the paper's 10, for "
-            f"{_seeds(df)} per setting."
+            f"{B}, {steps} updates{copy}, for {_seeds(df)} per setting."
         )
     return fig, " ".join(sentences)
 
@@ -562,37 +563,46 @@ def _final(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     return ev[ev["iteration"] == ev.groupby("point")["iteration"].transform("max")]
 
 
+def _sizes(df: pd.DataFrame) -> str:
+    """'LSTM H = 64, …, Transformer d_model = 28' from the study's hidden_size rows."""
+    h = _q(df, "hidden_size").groupby("arch")["value"].first()
+    return ", ".join(
+        f"{_name(a)} {'d_model' if a == 'transformer' else 'H'} = {int(h[a])}" for a in _cells(h.index)
+    )
+
+
 def _copy(df: pd.DataFrame):
+    """Accuracy over training on copy-memory (long_dependency study rows with curves)."""
     from gradlab import plot
 
-    rows = _clip_text(_q(df[df["task"] == "copy"], "accuracy"))
-    H, steps = _one(df, "hidden_size"), _one(df, "steps")
+    rows = _q(df, "accuracy").rename(columns={"arch": "cell"}).assign(clip=_one(df, "clip_norm"))
+    n, steps = int(_one(df, "copy_length")), int(_one(df, "steps"))
+    params = _q(df, "params")["value"]
     chance = 1.0 / _COPY_SYMBOLS
     fig = plot.training_curves(
         rows,
         band="bootstrap",
         quantity="accuracy",
         chance=chance,
-        title=f"Copy-memory: accuracy on the recalled symbols (Adam, $H = {H}$, {steps} updates"
-        f"{_copy_text(df)})",
+        title=f"Copy-memory: accuracy on the {n} recalled symbols after a delay $T$\n(Adam at "
+        f"{_lr_text(df)}, batch {int(_one(df, 'batch_size'))}, {steps} updates, "
+        f"{int(params.min()):,}–{int(params.max()):,} parameters each)",
     )
-    acc = _boot(_final(rows, "accuracy"), ["seq_len", "cell"])
+    acc = _boot(_q(df, "final_accuracy").rename(columns={"arch": "cell"}), ["seq_len", "cell"])
     solved = acc[acc["lo"] > 0.9]
     parts = []
     for T in sorted(acc.index.get_level_values(0).unique()):
-        vals = ", ".join(
-            f"{_name(c)} {_cit(acc, (T, c))}" for c in _cells(acc.loc[T].index)
-        )
+        vals = ", ".join(f"{_name(c)} {_cit(acc, (T, c))}" for c in _cells(acc.loc[T].index))
         parts.append(f"T = {T}: {vals}")
     verdict = (
         "Solved (CI above 0.9): " + ", ".join(f"{_name(c)} at T = {T}" for T, c in solved.index)
         if not solved.empty
-        else "No cell solves a length (CI above 0.9)"
+        else "No architecture solves a length (CI above 0.9)"
     )
     reading = (
         f"Final accuracy on the recalled symbols (chance {_g(chance, 3)}; {_over(df)}): "
         + "; ".join(parts)
-        + f". {verdict}."
+        + f". {verdict}. Sizes at equal parameter budget: {_sizes(df)}."
     )
     return fig, reading
 
@@ -759,24 +769,43 @@ def _input_grad(df: pd.DataFrame):
     return fig, reading
 
 
+def _lr_text(df: pd.DataFrame) -> str:
+    """'0.02' or '0.02 (Transformer 0.003)' from the lr and transformer_lr columns."""
+    lr = _one(df, "lr")
+    tf = _one(df, "transformer_lr") if "transformer_lr" in df.columns else None
+    if lr is None:
+        return "per run"
+    extra = tf is not None and tf > 0 and "transformer" in set(df.get("arch", []))
+    return f"{_g(lr)}" + (f" (Transformer {_g(tf)})" if extra else "")
+
+
+def _task_title(part: pd.DataFrame, task: str) -> str:
+    """Panel title of one task: what it is and the training setting its points share."""
+    what = {"adding": "Adding problem", "digits": "Digits, pixel by pixel"}.get(task, task)
+    if task == "copy":
+        what = f"Copy-memory ({int(_one(part, 'copy_length'))} symbols; $T$ = the delay)"
+    elif task == "ucr":
+        what = f"{_one(part, 'dataset')} (real data, subsampled to $T$)"
+    n = _q(part, "params")["value"]
+    return (f"{what}\n{int(n.min()):,}–{int(n.max()):,} params, {int(_one(part, 'steps'))} "
+            f"updates at lr {_lr_text(part)}, {_seeds(part)}")  # fmt: skip
+
+
 def _long_dependency(df: pd.DataFrame):
+    """Final loss ÷ baseline against T per task; the copy panel reads the copy experiment."""
     from gradlab import plot
 
     rel = _q(df, "relative_loss")
-    labels = {}
-    for task in rel["task"].unique():
-        part = df[df["task"] == task]
-        for arch in part["arch"].unique():
-            labels[(task, arch)] = _arch_label(part, arch)
+    tasks = list(dict.fromkeys(rel["task"]))
     fig = plot.length_sweep(
         rel,
-        labels=labels,
-        title=f"Final loss against sequence length at equal parameter budget\n"
-        f"({int(_one(df, 'steps'))} Adam updates, clipping at {_g(_one(df, 'clip_norm'))}, "
-        f"{_seeds(df)})",
+        labels={(t, a): _name(a) for t in tasks for a in rel["arch"].unique()},
+        titles={t: _task_title(df[df["task"] == t], t) for t in tasks},
+        title="Final loss against sequence length at equal parameter budget per task "
+        f"(Adam, clipping at {_g(_one(df, 'clip_norm'))})",
     )
     sentences = []
-    for task in sorted(rel["task"].unique()):
+    for task in [t for t in ("adding", "copy", "ucr", "digits") if t in tasks]:
         part = rel[rel["task"] == task]
         T_max = int(part["seq_len"].max())
         at = part[part["seq_len"] == T_max]
@@ -791,17 +820,24 @@ def _long_dependency(df: pd.DataFrame):
         for a in _cells(part["arch"]):
             ok = [T for (aa, T), v in solved.items() if aa == a and v < 0.5]
             longest.append(f"{_name(a)} {max(ok) if ok else 'none'}")
-        sentences.append(
-            f"{task} at T = {T_max}, final loss ÷ baseline (geometric mean [min–max] over "
+        name = _one(df[df["task"] == task], "dataset") if task == "ucr" else task
+        text = (
+            f"{name} at T = {T_max}, final loss ÷ baseline (geometric mean [min–max] over "
             f"{_seeds(part)}): {vals}. Longest T where it is below 0.5: " + ", ".join(longest)
         )
-    counts = _q(df, "params").groupby("arch")["value"]
-    def _span(a) -> str:
-        lo, hi = int(counts.min()[a]), int(counts.max()[a])
-        return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,} (by task)"
-
-    budget = ", ".join(f"{_name(a)} {_span(a)}" for a in _cells(counts.min().index))
-    reading = "; ".join(sentences) + f". Parameters: {budget}."
+        if task == "ucr":
+            acc = _q(df[(df["task"] == task) & (df["seq_len"] == T_max)], "final_accuracy")
+            acc = acc.groupby("arch")["value"]
+            chance = _q(df[df["task"] == task], "chance_accuracy")["value"].mean()
+            text += (
+                f". Test accuracy at T = {T_max} (mean [min–max]): "
+                + ", ".join(f"{_name(a)} {_g(acc.mean()[a], 2)} [{_g(acc.min()[a], 2)}–"
+                            f"{_g(acc.max()[a], 2)}]" for a in _cells(acc.mean().index))
+                + f" (majority class {_g(chance, 2)})"
+            )  # fmt: skip
+        sentences.append(text)
+    budget = "; ".join(f"{t}: {_sizes(df[df['task'] == t])}" for t in tasks)
+    reading = ". ".join(sentences) + f". Sizes: {budget}."
     return fig, reading
 
 
@@ -1005,12 +1041,12 @@ FIGURES: tuple[_Figure, ...] = (
     _Figure(
         "training_grad", "training", "Gradient per step over training iterations", _training_grad
     ),  # fmt: skip
-    _Figure("copy", "training", "Copy-memory: accuracy on the recalled symbols", _copy),
+    _Figure("copy", "copy", "Copy-memory: accuracy on the recalled symbols", _copy),
     _Figure("gates", "gates", "Gates and the gradient at step 0 over training, per init", _gates),
     _Figure("input_grad", "input_grad", "Why the Transformer: gradient reaching each input, "
             "RNN/LSTM/GRU vs Transformer", _input_grad),
     _Figure("long_dependency", "long_dependency", "Why the Transformer: final loss against "
-            "sequence length at equal parameter budget", _long_dependency),
+            "sequence length at equal parameter budget", _long_dependency, also=("copy",)),
     _Figure("structures", "structures", "The four RNN structures on real data: metric, "
             "gradient per step, credit per loss", _structures),
     _Figure("real_length", "real_length", "Sequence length on real data: accuracy and the "

@@ -814,27 +814,46 @@ def input_gradient_study(point: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([*frames, summary], ignore_index=True)
 
 
-def _digits_length(point: dict[str, Any]) -> str | None:
+def _task_applies(point: dict[str, Any]) -> str | None:
     if point["task"] == "digits" and point["seq_len"] not in (8, 64):
         return f"task 'digits' reads 8x8 images: seq_len 8 or 64 only, not {point['seq_len']}"
+    if point["task"] == "ucr":
+        from gradlab.data import native_length
+
+        T = native_length(point["dataset"])
+        if point["seq_len"] > T:
+            return f"task 'ucr': {point['dataset']} has {T} steps, fewer than seq_len {point['seq_len']}"
     return None
+
+
+def _task_params(p: dict[str, Any]) -> dict[str, Any]:
+    """make_task keywords of a point: copy's number of symbols, ucr's data set."""
+    return {"copy": {"length": p["copy_length"]}, "ucr": {"dataset": p["dataset"]}}.get(
+        p["task"], {}
+    )
 
 
 @study(
     "long_dependency",
-    version=1,
-    applicable=_digits_length,
+    version=2,
+    applicable=_task_applies,
     params={
         "arch": _ARCH,
-        "task": Param(str, allowed=("adding", "copy", "digits")),
-        "seq_len": Param(int, doc="the task's length (copy: the delay)"),
+        "task": Param(str, allowed=("adding", "copy", "digits", "ucr")),
+        "seq_len": Param(int, doc="the task's length (copy: the delay; ucr: subsampled to it)"),
+        "copy_length": Param(int, default=10, doc="copy: the number of symbols to remember"),
+        "dataset": Param(str, default="OSULeaf", doc="ucr: a gradlab.data UCR/UEA set"),
         "budget": Param(int, default=4000, doc="parameter budget (hidden size chosen to fit)"),
         "layers": _TF_LAYERS,
         "nhead": _TF_HEADS,
         "steps": 400,
         "batch_size": 32,
         "lr": 1e-2,
+        "transformer_lr": Param(float, default=0.0, doc="the Transformer's learning rate; "
+                                "0 = lr"),  # fmt: skip
         "clip_norm": Param(float, default=1.0, doc="clip the gradient norm at this; 0 = off"),
+        "eval_every": Param(int, default=0, doc="also the evaluation curve every this many "
+                            "updates; 0 = the final evaluation only"),  # fmt: skip
         "seed": 0,
     },
 )
@@ -842,10 +861,14 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
     """Final metric against sequence length, every architecture at the same parameter budget.
 
     Trains SequenceModel(arch) (hidden size from ``budget``; one recurrent layer, ``layers``
-    Transformer layers) with Adam and gradient-norm clipping, as gradlab.train.train. Rows (one
-    each): "final_eval_loss" (loss on the fixed evaluation batches after the last update),
-    "baseline" (the task's no-memory loss), "relative_loss" (their ratio: 1 = no memory used,
-    0 = solved), "final_accuracy" (copy, digits), "params", "hidden_size".
+    Transformer layers) with Adam (learning rate ``lr``; ``transformer_lr`` for the Transformer
+    when > 0: attention models are commonly trained at a smaller step than recurrent nets) and
+    gradient-norm clipping, as gradlab.train.train. Rows (one each, ``iteration`` <NA>): "final_eval_loss" (loss on the fixed evaluation batches, or the
+    whole test split for ucr, after the last update), "baseline" (the task's no-memory loss),
+    "relative_loss" (their ratio: 1 = no memory used, 0 = solved), "final_accuracy" (copy:
+    the recalled symbols; digits, ucr: the class), "chance_accuracy" (ucr: the majority
+    class), "params", "hidden_size". With ``eval_every`` > 0 also the curve: "eval_loss" and
+    "accuracy" at iterations 0, eval_every, ..., steps (measured before that update).
     """
     import torch
 
@@ -854,14 +877,17 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
 
     torch.set_num_threads(1)
     p = point
-    task = make_task(p["task"], p["seq_len"], seed=0)
+    kw = _task_params(p)
+    task = make_task(p["task"], p["seq_len"], seed=0, **kw)
     layers = p["layers"] if p["arch"] == "transformer" else 1
     H, n = budget_size(p["arch"], task.input_size, task.output_size, p["budget"],
                        layers=layers, nhead=p["nhead"])  # fmt: skip
     df = train(
         p["arch"], p["task"], seq_len=p["seq_len"], hidden_size=H, num_layers=layers,
-        nhead=p["nhead"], steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
-        clip_norm=p["clip_norm"] or None, seed=p["seed"], eval_every=p["steps"],
+        nhead=p["nhead"], steps=p["steps"], batch_size=p["batch_size"],
+        lr=(p["arch"] == "transformer" and p["transformer_lr"]) or p["lr"],
+        clip_norm=p["clip_norm"] or None, seed=p["seed"], task_params=kw or None,
+        eval_every=p["eval_every"] or p["steps"],
     )  # fmt: skip
     last = df[df["iteration"] == p["steps"]].set_index("quantity")["value"]
     out = {
@@ -873,7 +899,15 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
     }
     if "accuracy" in last.index:
         out["final_accuracy"] = last["accuracy"]
-    return pd.DataFrame({"quantity": list(out), "value": [float(v) for v in out.values()]})
+    if hasattr(task, "chance_accuracy"):
+        out["chance_accuracy"] = task.chance_accuracy
+    rows = pd.DataFrame({"quantity": list(out), "value": [float(v) for v in out.values()]})
+    rows["iteration"] = pd.array([pd.NA] * len(rows), dtype="Int64")
+    if not p["eval_every"]:
+        return rows
+    curve = df[df["quantity"].isin(["eval_loss", "accuracy"])][["iteration", "quantity", "value"]]
+    curve = curve.astype({"iteration": "Int64", "value": float})
+    return pd.concat([rows, curve], ignore_index=True)
 
 
 # --- the lecture's four structures on real data (issue 11) ----------------------------------

@@ -93,7 +93,9 @@ def test_transformer_readings_quote_the_tables(rendered):
     grad = text.split("## Why the Transformer: gradient reaching")[1].split("## ")[0]
     assert re.search(r"init: tanh RNN 10\^−\d+\.\d → 10\^−\d+\.\d", grad)
     long = text.split("## Why the Transformer: final loss")[1].split("## ")[0]
-    assert "Parameters: LSTM" in long and "over 3 seeds" in long
+    assert "Sizes: adding: LSTM H = " in long and "over 3 seeds" in long
+    assert "OSULeaf at T = 10" in long and "(majority class 0." in long  # the real-data panel
+    assert "copy at T = 5" in long  # read from the copy experiment
     par = text.split("## Why the Transformer: the parallelism limit")[1]
     assert "Sequential steps at T = 4096: RNNs 4096, Transformer 2" in par
     assert "Data: `benchmarks/parallel-cpu.csv` (committed" in par
@@ -142,12 +144,14 @@ def test_readings_quote_the_seed_means_of_the_table(rendered):
     for cell, rows in decay[decay["quantity"] == "log10_decay_rate"].groupby("cell"):
         assert f"{names[cell]} {_quoted(rows['value'])}" in section
 
-    training = results["training"]
+    copy = results["copy"]
     section = _section(text, "Copy-memory: accuracy on the recalled symbols")
-    acc = training[training["quantity"] == "accuracy"]
-    last = acc[acc["iteration"] == acc["iteration"].max()]
-    for (T, cell), rows in last.groupby(["seq_len", "cell"]):
-        assert f"T = {T}:" in section and f"{names[cell]} {_quoted(rows['value'])}" in section
+    names_tf = {**names, "transformer": "Transformer"}
+    last = copy[copy["quantity"] == "final_accuracy"]
+    for (T, arch), rows in last.groupby(["seq_len", "arch"]):
+        assert f"T = {T}:" in section and f"{names_tf[arch]} {_quoted(rows['value'])}" in section
+
+    training = results["training"]
 
     section = _section(text, "Training loss against the no-memory baseline")
     ev = training[training["quantity"] == "eval_loss"]

@@ -27,8 +27,9 @@ from gradlab._experiment import (
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
-EXPECTED = ["bptt", "decay", "flow_map", "gain", "gates", "init", "input_grad", "long_dependency",
-            "real_baselines", "real_length", "seq_len", "spectra", "structures", "training"]
+EXPECTED = ["bptt", "copy", "decay", "flow_map", "gain", "gates", "init", "input_grad",
+            "long_dependency", "real_baselines", "real_length", "seq_len", "spectra", "structures",
+            "training"]
 
 
 @functools.cache
@@ -77,8 +78,10 @@ def test_experiment_files_are_valid_at_every_scale(name, scale):
     for params, reason in exp.skipped:
         if "init" in params:
             assert "init" in reason and params["init"] in reason
-        else:  # long_dependency: the digits task has two lengths only
-            assert params["task"] == "digits" and "seq_len 8 or 64" in reason
+        elif params["task"] == "digits":  # long_dependency: the digits task has two lengths
+            assert "seq_len 8 or 64" in reason
+        else:  # long_dependency: a real data set is no longer than its series
+            assert params["task"] == "ucr" and f"fewer than seq_len {params['seq_len']}" in reason
 
 
 def test_quick_is_smaller_than_default_is_smaller_than_full():
@@ -251,10 +254,8 @@ def test_bptt_contributions_fall_with_lag(quick):
 
 def test_training_rows_and_baselines(quick):
     df = quick["training"]
-    base = _q(df, "baseline").groupby("task")["value"].first()
-    n = int(df["copy_length"].iloc[0])  # symbols to recall
-    assert base["adding"] == pytest.approx(1 / 6)
-    assert base["copy"] == pytest.approx(n * math.log(8) / (5 + 2 * n))
+    assert set(df["task"]) == {"adding"}  # copy-memory has its own experiment
+    np.testing.assert_allclose(_q(df, "baseline")["value"], 1 / 6, rtol=1e-12)
     assert np.isfinite(_q(df, "loss")["value"]).all()
     clipped = df[df["clip_norm"] > 0]
     assert (_q(clipped, "grad_norm_clipped")["value"] <= clipped["clip_norm"].max() + 1e-6).all()
@@ -262,8 +263,24 @@ def test_training_rows_and_baselines(quick):
     tracked = _q(df, "grad_norm")
     assert not tracked.empty and (tracked["value"] > 0).all()
     assert tracked["step"].notna().all()
-    acc = _q(df, "accuracy")  # copy only: the recalled symbols
-    assert set(acc["task"]) == {"copy"} and acc["value"].between(0, 1).all()
+    assert _q(df, "accuracy").empty  # a regression task
+
+
+def test_copy_rows_curves_and_budget(quick):
+    df = quick["copy"]
+    n, T, steps = (int(df[c].iloc[0]) for c in ("copy_length", "seq_len", "steps"))
+    np.testing.assert_allclose(_q(df, "baseline")["value"], n * math.log(8) / (T + 2 * n),
+                               rtol=1e-12)
+    acc = _q(df, "accuracy")  # the curve: every eval_every updates and after the last one
+    every = int(df["eval_every"].iloc[0])
+    for _, part in acc.groupby("point"):
+        assert sorted(part["iteration"]) == list(range(0, steps, every)) + [steps]
+    assert acc["value"].between(0, 1).all()
+    final = _q(df, "final_accuracy").set_index("point")["value"]
+    last = acc[acc["iteration"] == steps].set_index("point")["value"]
+    np.testing.assert_array_equal(final.sort_index(), last.sort_index())
+    assert _q(df, "final_accuracy")["iteration"].isna().all()
+    assert set(df["arch"]) == {"lstm", "rnn_tanh", "transformer"}
 
 
 def test_gates_over_training_rows_and_chrono_opens_the_forget_gate(quick):
@@ -314,19 +331,25 @@ def test_long_dependency_rows_and_budget(quick):
     loss = _q(df, "final_eval_loss").set_index("point")["value"]
     base = _q(df, "baseline").set_index("point")["value"]
     np.testing.assert_allclose(rel, loss / base, rtol=1e-12)
-    assert set(_q(df, "final_accuracy")["task"]) == {"copy"}  # accuracy only where defined
+    # accuracy only where defined (the class of ucr); copy-memory is copy.toml's
+    assert set(_q(df, "final_accuracy")["task"]) == {"ucr"}
+    assert set(_q(df, "chance_accuracy")["task"]) == {"ucr"}
+    assert _q(df, "accuracy").empty  # no curve without eval_every
     assert df.groupby(["arch", "task", "seq_len"])["seed"].nunique().min() >= 3
     for (arch, task), part in _q(df, "params").groupby(["arch", "task"]):
         from gradlab.studies import budget_size, param_count
         from gradlab.tasks import make_task
 
-        t = make_task(task, 5, seed=0)
+        kw = {"copy": {"length": 10}, "ucr": {"dataset": "OSULeaf"}}.get(task, {})
+        t = make_task(task, 5, seed=0, **kw)
         H = int(_q(df[(df["arch"] == arch) & (df["task"] == task)], "hidden_size")["value"].iloc[0])
         layers = 2 if arch == "transformer" else 1
         assert part["value"].iloc[0] == param_count(arch, t.input_size, t.output_size, H,
                                                     layers=layers)
         assert (H, part["value"].iloc[0]) == budget_size(arch, t.input_size, t.output_size,
                                                          600, layers=layers)
+    ucr = _q(df[df["task"] == "ucr"], "baseline")["value"]
+    assert np.allclose(ucr, ucr.iloc[0]) and 1.5 < ucr.iloc[0] < math.log(6) + 1e-9  # H(prior)
 
 
 def test_param_count_is_the_models_count():

@@ -90,6 +90,7 @@ def length_sweep(
     fig: Figure | None = None,
     *,
     labels: dict | None = None,
+    titles: dict | None = None,
     title: str = "Final loss against sequence length",
 ) -> Figure:
     """Final relative loss against sequence length, one line per architecture, panel per task.
@@ -97,7 +98,8 @@ def length_sweep(
     Required columns: ``task``, ``arch``, ``seq_len``, ``value`` (final loss ÷ the task's
     no-memory baseline: 1 = nothing remembered, 0 = solved); optional ``seed`` (line: mean,
     band: min–max over seeds, markers: each seed). Both axes are logarithmic. ``labels``
-    maps (task, arch) to the legend text (e.g. with the parameter count).
+    maps (task, arch) to the legend text (e.g. with the parameter count), ``titles`` a task to
+    its panel title (default: the task's name).
 
     Examples:
         >>> import numpy as np, pandas as pd, gradlab.plot as gplot
@@ -109,7 +111,7 @@ def length_sweep(
     """
     func = "length_sweep"
     require(df, func, ["task", "arch", "seq_len", "value"], optional=["seed"])
-    tasks = S.ordered(df["task"], ("adding", "copy", "digits"))
+    tasks = S.ordered(df["task"], ("adding", "copy", "digits", "ucr"))
     fig = S.new_figure(fig, (4.6 * len(tasks) + 3.4, 4.3))
     axes = S.grid(fig, 1, len(tasks))[0]
     archs = _archs(df["arch"])
@@ -141,7 +143,7 @@ def length_sweep(
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(r"sequence length $T$ (steps; copy: the delay)")
         ax.set_ylabel("final loss ÷ no-memory baseline")
-        ax.set_title(S.title_case_task(task))
+        ax.set_title((titles or {}).get(task, S.title_case_task(task)), fontsize="medium")
         ax.grid(True, which="both", linewidth=0.4, alpha=0.4)
     handles = []
     for ax in axes:  # one legend entry per label (labels may differ per task: sizes)
