@@ -191,8 +191,16 @@ def load_ucr(name: str, split: str = "train") -> UCRSplit:
     return UCRSplit(name, split, tuple(x), y, lengths, classes)
 
 
+_NATIVE_LENGTHS = {"ACSF1": 1460, "ArrowHead": 251, "BasicMotions": 100, "GunPoint": 150,
+                   "JapaneseVowels": 29, "OSULeaf": 427}  # fmt: skip
+# the module table's T, checked against the files by tests/test_data.py: an experiment's grid
+# checks its lengths without importing aeon
+
+
 def native_length(name: str) -> int:
     """The longest series of set ``name`` over both splits (the full length)."""
+    if name in _NATIVE_LENGTHS:
+        return _NATIVE_LENGTHS[name]
     return int(max(load_ucr(name, s).lengths.max() for s in ("train", "test")))
 
 

@@ -28,6 +28,12 @@ def test_load_ucr_matches_aeon(name, split):
     assert d.x[0].flags.writeable is False  # a cached object cannot be edited by a user
 
 
+@pytest.mark.parametrize("name", data.UCR_DATASETS)
+def test_native_length_is_the_longest_series_in_the_files(name):
+    longest = max(int(data.load_ucr(name, s).lengths.max()) for s in ("train", "test"))
+    assert data.native_length(name) == longest
+
+
 def test_japanese_vowels_lengths_and_classes():
     d = data.load_ucr("JapaneseVowels", "train")
     assert not d.equal_length and d.lengths.min() >= 7 and data.native_length(d.name) == 29
