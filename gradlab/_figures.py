@@ -783,12 +783,12 @@ def _task_title(part: pd.DataFrame, task: str) -> str:
     """Panel title of one task: what it is and the training setting its points share."""
     what = {"adding": "Adding problem", "digits": "Digits, pixel by pixel"}.get(task, task)
     if task == "copy":
-        what = f"Copy-memory ({int(_one(part, 'copy_length'))} symbols; $T$ = the delay)"
+        what = f"Copy-memory ({int(_one(part, 'copy_length'))} symbols, $T$ = the delay)"
     elif task == "ucr":
         what = f"{_one(part, 'dataset')} (real data, subsampled to $T$)"
     n = _q(part, "params")["value"]
-    return (f"{what}\n{int(n.min()):,}–{int(n.max()):,} params, {int(_one(part, 'steps'))} "
-            f"updates at lr {_lr_text(part)}, {_seeds(part)}")  # fmt: skip
+    return (f"{what}\n{int(n.min()):,}–{int(n.max()):,} params, {_seeds(part)}\n"
+            f"{int(_one(part, 'steps'))} updates at lr {_lr_text(part)}")  # fmt: skip
 
 
 def _long_dependency(df: pd.DataFrame):

@@ -256,7 +256,9 @@ def band_handle(label: str) -> Patch:
     return Patch(facecolor="0.5", alpha=0.35, edgecolor="none", label=label)
 
 
-def band_text(band: str | None, n: int, *, geometric: bool = False, what: str = "seeds") -> str:
+def band_text(band: str | None, n: int | str, *, geometric: bool = False,
+              what: str = "seeds") -> str:  # fmt: skip
+    """Legend text of a line with a band over ``n`` (a count, or a range such as "3–5")."""
     mean = "geometric mean" if geometric else "mean"
     if band == "minmax":
         return f"line: {mean}; band: min–max over {n} {what}"

@@ -132,7 +132,8 @@ def training_curves(
                 ax.set_ylim(-0.02, 1.02)
             if row_log:
                 ax.set_yscale("log")
-            ax.set_title(f"{S.title_case_task(task)}, $T = {T}$", fontsize="medium")
+            length = "delay $T" if task == "copy" else "$T"
+            ax.set_title(f"{S.title_case_task(task)}, {length} = {T}$", fontsize="medium")
             ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
             if i == len(tasks) - 1:
                 ax.set_xlabel("training iteration")

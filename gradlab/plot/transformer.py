@@ -56,7 +56,7 @@ def input_gradient_curves(
     colors = S.cell_colors(archs)
     d = df[np.isfinite(df["value"].astype(float))]
     summ = summarise(d, ["stage", "arch", "lag"], band="minmax")
-    n_max = int(summ["n"].max()) if len(summ) else 1
+    n_max, n_min = int(summ["n"].max()), int(summ["n"].min()) if len(summ) else 1
     low = bool((d["value"] < _FLOAT32_TINY + 3).any())
     for ax, stage in zip(axes, stages, strict=True):
         for arch in archs:
@@ -97,7 +97,8 @@ def length_sweep(
 
     Required columns: ``task``, ``arch``, ``seq_len``, ``value`` (final loss ÷ the task's
     no-memory baseline: 1 = nothing remembered, 0 = solved); optional ``seed`` (line: mean,
-    band: min–max over seeds, markers: each seed). Both axes are logarithmic. ``labels``
+    band: min–max over seeds, markers: each seed). Both axes are logarithmic (y linear in a
+    panel whose values span less than a factor of 10). ``labels``
     maps (task, arch) to the legend text (e.g. with the parameter count), ``titles`` a task to
     its panel title (default: the task's name).
 
@@ -118,7 +119,7 @@ def length_sweep(
     colors = S.cell_colors(archs)
     d = df[df["value"] > 0]
     summ = summarise(d, ["task", "arch", "seq_len"], band="minmax", log=True)
-    n_max = int(summ["n"].max())
+    n_max, n_min = int(summ["n"].max()), int(summ["n"].min())
     for ax, task in zip(axes, tasks, strict=True):
         for arch in archs:
             r = summ[(summ["task"] == task) & (summ["arch"] == arch)].sort_values("seq_len")
@@ -137,7 +138,9 @@ def length_sweep(
         ax.text(0.02, 1.0, "no-memory baseline", transform=ax.get_yaxis_transform(),
                 va="bottom", fontsize="small", color="0.35")  # fmt: skip
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        vals = d.loc[d["task"] == task, "value"]
+        if vals.max() / vals.min() >= 10:  # a linear axis reads better within one decade
+            ax.set_yscale("log")
         ticks = sorted(d.loc[d["task"] == task, "seq_len"].unique())
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
@@ -151,7 +154,8 @@ def length_sweep(
             if h.get_label() not in [k.get_label() for k in handles]:
                 handles.append(h)
     if n_max > 1:
-        handles.append(S.band_handle(S.band_text("minmax", n_max, geometric=True)))
+        seeds = n_max if n_min == n_max else f"{n_min}–{n_max}"
+        handles.append(S.band_handle(S.band_text("minmax", seeds, geometric=True)))
     S.figure_legend(fig, handles, fontsize="small")
     fig.suptitle(title)
     return fig
