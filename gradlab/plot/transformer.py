@@ -56,7 +56,7 @@ def input_gradient_curves(
     colors = S.cell_colors(archs)
     d = df[np.isfinite(df["value"].astype(float))]
     summ = summarise(d, ["stage", "arch", "lag"], band="minmax")
-    n_max, n_min = int(summ["n"].max()), int(summ["n"].min()) if len(summ) else 1
+    n_max = int(summ["n"].max()) if len(summ) else 1
     low = bool((d["value"] < _FLOAT32_TINY + 3).any())
     for ax, stage in zip(axes, stages, strict=True):
         for arch in archs:
