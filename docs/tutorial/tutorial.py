@@ -547,7 +547,7 @@ plt.show()
 # The forget gates move first: within 40 updates their time scales (a) grow toward the delay,
 # most with chrono initialisation, which starts closest, and the gates saturate (b). 200 updates
 # of one seed are far too few to learn the task (d stays at chance); the gallery's `gates`
-# figure trains 900 updates of a wider LSTM (H = 64, 2 symbols, Adam at 0.02) over 5 seeds.
+# figure trains 800 updates of a wider LSTM (H = 64, 2 symbols, Adam at 0.02) over 5 seeds.
 
 # %% [markdown]
 # ## 7. The Transformer: a flat path, and parallel steps
