@@ -566,9 +566,8 @@ def _final(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
 def _sizes(df: pd.DataFrame) -> str:
     """'LSTM H = 64, …, Transformer d_model = 28' from the study's hidden_size rows."""
     h = _q(df, "hidden_size").groupby("arch")["value"].first()
-    return ", ".join(
-        f"{_name(a)} {'d_model' if a == 'transformer' else 'H'} = {int(h[a])}" for a in _cells(h.index)
-    )
+    size = {a: "d_model" if a == "transformer" else "H" for a in h.index}
+    return ", ".join(f"{_name(a)} {size[a]} = {int(h[a])}" for a in _cells(h.index))
 
 
 def _copy(df: pd.DataFrame):

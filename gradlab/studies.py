@@ -822,7 +822,8 @@ def _task_applies(point: dict[str, Any]) -> str | None:
 
         T = native_length(point["dataset"])
         if point["seq_len"] > T:
-            return f"task 'ucr': {point['dataset']} has {T} steps, fewer than seq_len {point['seq_len']}"
+            return (f"task 'ucr': {point['dataset']} has {T} steps, fewer than seq_len "
+                    f"{point['seq_len']}")  # fmt: skip
     return None
 
 
@@ -863,8 +864,9 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
     Trains SequenceModel(arch) (hidden size from ``budget``; one recurrent layer, ``layers``
     Transformer layers) with Adam (learning rate ``lr``; ``transformer_lr`` for the Transformer
     when > 0: attention models are commonly trained at a smaller step than recurrent nets) and
-    gradient-norm clipping, as gradlab.train.train. Rows (one each, ``iteration`` <NA>): "final_eval_loss" (loss on the fixed evaluation batches, or the
-    whole test split for ucr, after the last update), "baseline" (the task's no-memory loss),
+    gradient-norm clipping, as gradlab.train.train. Rows (one each, ``iteration`` <NA>):
+    "final_eval_loss" (loss on the fixed evaluation batches, or the whole test split for ucr,
+    after the last update), "baseline" (the task's no-memory loss),
     "relative_loss" (their ratio: 1 = no memory used, 0 = solved), "final_accuracy" (copy:
     the recalled symbols; digits, ucr: the class), "chance_accuracy" (ucr: the majority
     class), "params", "hidden_size". With ``eval_every`` > 0 also the curve: "eval_loss" and
