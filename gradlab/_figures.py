@@ -102,14 +102,19 @@ def _sci(x: float) -> str:
 
 
 def _decimals(lo: float, hi: float) -> int | None:
-    """Decimal places an interval [lo, hi] supports: those down to its width's first digit.
+    """Decimal places an interval [lo, hi] supports: down to its width's first significant
+    digit, or its second when the width's leading digits are 100–354 (the Particle Data
+    Group's rounding rule, Review of Particle Physics, Introduction: one digit there would
+    misstate the width by up to 40%).
 
-    0.0101–0.0150 (width 0.0049) -> 3; 1.2–3.4 -> 0; 120–180 -> -1 (tens). None if lo == hi.
+    0.0101–0.0150 (width 0.0049) -> 3; 1.2–3.4 (2.2) -> 1; 120–180 (60) -> -1 (tens);
+    3–14 (11) -> 0. None if lo == hi.
     """
     width = abs(hi - lo)
     if not math.isfinite(width) or width == 0:
         return None
-    return -math.floor(math.log10(width))
+    e = math.floor(math.log10(width))
+    return -e + (1 if width / 10.0**e < 3.55 else 0)
 
 
 def _round_to(x: float, decimals: int, *, sci: bool) -> str:
@@ -131,8 +136,9 @@ def _ci(mean: float, lo: float, hi: float, *, digits: int = 2, unit: str = "") -
     """A mean with its 95% CI, to the digits the interval supports.
 
     0.0123, [0.0101, 0.0150] -> "0.012 (95% CI 0.010–0.015)": every number is rounded at the
-    decimal of the interval width's first significant digit, so what is printed does not
-    change when the mean moves within its interval. Numbers below 10⁻³ or from 10⁵ up are in
+    decimal ``_decimals`` gives the interval (its width's first significant digit, the second
+    when that digit is 1–3), so what is printed does not change when the mean moves by a small
+    part of the interval. Numbers below 10⁻³ or from 10⁵ up are in
     scientific notation ("8.7e−5"), negative bounds are joined by " to ". Without an interval
     (one seed, or all equal) the mean is printed to ``digits`` significant digits. ``unit``
     (e.g. "%") follows every number.

@@ -52,8 +52,9 @@ def test_summarise_bootstrap_band_per_group_equals_bootstrap_ci():
     [
         (0.0123, 0.0101, 0.0150, "0.012 (95% CI 0.010–0.015)"),
         (0.9712, 0.93, 0.999, "0.97 (95% CI 0.93–1.00)"),
-        (-0.2721, -0.2812, -0.2651, "−0.27 (95% CI −0.28 to −0.27)"),
-        (-82.34, -83.1, -81.6, "−82 (95% CI −83 to −82)"),
+        (-0.2721, -0.2812, -0.2651, "−0.272 (95% CI −0.281 to −0.265)"),
+        (-82.34, -83.1, -81.6, "−82.3 (95% CI −83.1 to −81.6)"),
+        (7.8, 3.1, 14.2, "8 (95% CI 3–14)"),  # width 11: two digits, not "10 (0–10)"
         (151.0, 121.0, 182.0, "150 (95% CI 120–180)"),
         (8.7e-5, 5.1e-5, 1.24e-4, "9e−5 (95% CI 5e−5–1.2e−4)"),
         (0.5, 0.5, 0.5, "0.5"),  # no interval: two significant digits
@@ -79,6 +80,7 @@ def test_ci_text_does_not_change_when_the_mean_moves_by_far_less_than_the_width(
 
 def test_decimals_follow_the_width():
     assert _decimals(0.0101, 0.0150) == 3
-    assert _decimals(1.2, 3.4) == 0
+    assert _decimals(1.2, 3.4) == 1  # width 2.2: leading digit 1-3, two digits
+    assert _decimals(1.2, 5.4) == 0  # width 4.2: one
     assert _decimals(120.0, 180.0) == -1
     assert _decimals(1.0, 1.0) is None
