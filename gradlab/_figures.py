@@ -569,11 +569,15 @@ def _final(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     return ev[ev["iteration"] == ev.groupby("point")["iteration"].transform("max")]
 
 
+def _width(arch: str, h: float) -> str:
+    """'H = 64' for a recurrent cell, 'd_model = 28' for the Transformer."""
+    return f"{'d_model' if arch == 'transformer' else 'H'} = {int(h)}"
+
+
 def _sizes(df: pd.DataFrame) -> str:
     """'LSTM H = 64, …, Transformer d_model = 28' from the study's hidden_size rows."""
     h = _q(df, "hidden_size").groupby("arch")["value"].first()
-    size = {a: "d_model" if a == "transformer" else "H" for a in h.index}
-    return ", ".join(f"{_name(a)} {size[a]} = {int(h[a])}" for a in _cells(h.index))
+    return ", ".join(f"{_name(a)} {_width(a, h[a])}" for a in _cells(h.index))
 
 
 def _copy(df: pd.DataFrame):
@@ -724,8 +728,7 @@ def _arch_label(df: pd.DataFrame, arch: str) -> str:
     h = _q(part, "hidden_size")["value"]
     if n.empty or h.empty:
         return _name(arch)
-    size = "d_model" if arch == "transformer" else "H"
-    return f"{_name(arch)} ({size} = {int(h.iloc[0])}, {int(n.iloc[0]):,} params)"
+    return f"{_name(arch)} ({_width(arch, h.iloc[0])}, {int(n.iloc[0]):,} params)"
 
 
 def _input_grad(df: pd.DataFrame):
@@ -804,7 +807,6 @@ def _long_dependency(df: pd.DataFrame):
     tasks = list(dict.fromkeys(rel["task"]))
     fig = plot.length_sweep(
         rel,
-        labels={(t, a): _name(a) for t in tasks for a in rel["arch"].unique()},
         titles={t: _task_title(df[df["task"] == t], t) for t in tasks},
         title="Final loss against sequence length at equal parameter budget per task "
         f"(Adam, clipping at {_g(_one(df, 'clip_norm'))})",

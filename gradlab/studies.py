@@ -884,10 +884,12 @@ def long_dependency(point: dict[str, Any]) -> pd.DataFrame:
     layers = p["layers"] if p["arch"] == "transformer" else 1
     H, n = budget_size(p["arch"], task.input_size, task.output_size, p["budget"],
                        layers=layers, nhead=p["nhead"])  # fmt: skip
+    own = p["arch"] == "transformer" and p["transformer_lr"] != 0  # 0: the shared lr
+    lr = p["transformer_lr"] if own else p["lr"]
     df = train(
         p["arch"], p["task"], seq_len=p["seq_len"], hidden_size=H, num_layers=layers,
         nhead=p["nhead"], steps=p["steps"], batch_size=p["batch_size"],
-        lr=(p["arch"] == "transformer" and p["transformer_lr"]) or p["lr"],
+        lr=lr,
         clip_norm=p["clip_norm"] or None, seed=p["seed"], task_params=kw or None,
         eval_every=p["eval_every"] or p["steps"],
     )  # fmt: skip
